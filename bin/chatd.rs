@@ -1,0 +1,28 @@
+//! chatd: the room server. Parses options, runs the library's server.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use minichat::cli::{exit, ChatdArgs};
+use minichat::server::{announce, Server, ShutdownSignal};
+
+fn main() -> ExitCode {
+    let args = ChatdArgs::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            eprintln!("chatd: {err:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn run(args: &ChatdArgs) -> anyhow::Result<()> {
+    // Signals first: a SIGTERM that arrives while binding still shuts down cleanly.
+    let shutdown = ShutdownSignal::on_signals()?;
+    let server = Server::bind(args.config())?;
+    // Stdout may be closed (a service manager, a script that read the port);
+    // the server is still wanted.
+    let _ = announce(server.local_addr(), &mut std::io::stdout().lock());
+    server.serve(&shutdown)
+}

@@ -1,0 +1,247 @@
+//! The command lines, as clap definitions: `--help`, and later the man pages
+//! and shell completions, all come from here so they never drift apart.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::server::{Config, Verbosity};
+
+/// Exit statuses shared by the binaries; the man pages list them.
+pub mod exit {
+    /// Success, or a clean shutdown.
+    pub const OK: u8 = 0;
+    /// A runtime error: cannot listen, cannot connect, and the like.
+    pub const FAILURE: u8 = 1;
+    /// Bad usage: an unknown option or a bad value (clap's own status).
+    pub const USAGE: u8 = 2;
+}
+
+const CHATD_ABOUT: &str = "The minichat room server: everyone connected talks in one room";
+
+const CHATD_LONG_ABOUT: &str = "\
+The minichat room server: everyone connected talks in one room.
+
+Clients speak a line protocol (JOIN <name>, MSG <text>, EXIT, NAMES, PING) that \
+works from the chat tools, from `nc HOST 5000`, or from a script in any language. \
+Every message reaches every other member in one order for all; a member that \
+stops reading is dropped without holding anyone up; SIGTERM or SIGINT delivers \
+what was accepted, says BYE to everyone and exits 0.
+
+The first line on standard output is `listening on ADDRESS:PORT`, with the port \
+really bound (useful with --bind 127.0.0.1:0); the lines after it say how another \
+computer reaches this one. The log goes to standard error.";
+
+/// `chatd`'s options.
+#[derive(Debug, Parser)]
+#[command(name = "chatd", version, about = CHATD_ABOUT, long_about = CHATD_LONG_ABOUT)]
+pub struct ChatdArgs {
+    /// Address and port to listen on; a port alone means all IPv4 addresses.
+    #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5000", env = "CHATD_BIND", value_parser = parse_bind)]
+    pub bind: SocketAddr,
+
+    /// Most connections at once, joined or not; one more is told ERR FULL and BYE full.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_clients: usize,
+
+    /// Longest line a client may send, in bytes, newline included; a longer one is
+    /// answered ERR TOO_LONG and skipped.
+    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_size)]
+    pub max_line: usize,
+
+    /// Most bytes of events waiting for one member; a member further behind is
+    /// dropped with LEFT <name> slow, so nobody else ever waits for it.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub max_queue: usize,
+
+    /// How long a connection may stay without JOIN before ERR TIMEOUT and BYE timeout.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub join_timeout: Duration,
+
+    /// A member whose computer vanished (cable pulled, power lost) is declared gone,
+    /// with LEFT <name> timeout, within this time, whether it was idle or had messages
+    /// queued for it (TCP keepalive and TCP_USER_TIMEOUT). At least 2s.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub dead_peer_timeout: Duration,
+
+    /// On SIGTERM or SIGINT, how long to spend delivering accepted messages and BYE
+    /// shutdown before exiting anyway. A second signal exits at once.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Flood control: lines a second one connection may send, 0 for no limit. A faster
+    /// sender is slowed down by reading from it less (TCP backpressure), never cut off,
+    /// and no line is thrown away.
+    #[arg(long, value_name = "LINES", default_value_t = 200_000)]
+    pub rate_limit: u32,
+
+    /// Flood control: lines a connection may send at once above --rate-limit.
+    #[arg(long, value_name = "LINES", default_value_t = 20_000)]
+    pub rate_burst: u32,
+
+    /// Log every connection and every ERR sent, too (to standard error).
+    #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Log errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl ChatdArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            bind: self.bind,
+            max_clients: self.max_clients,
+            max_line: self.max_line,
+            max_queue: self.max_queue,
+            join_timeout: self.join_timeout,
+            dead_peer_timeout: self.dead_peer_timeout.max(Duration::from_secs(2)),
+            shutdown_timeout: self.shutdown_timeout,
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst,
+            verbosity: match (self.quiet, self.verbose) {
+                (true, _) => Verbosity::Quiet,
+                (_, true) => Verbosity::Verbose,
+                _ => Verbosity::Normal,
+            },
+        }
+    }
+}
+
+/// `HOST:PORT`, `[V6]:PORT`, or a port alone.
+pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{e}; expected ADDR:PORT such as 0.0.0.0:5000"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text} names no address"))
+}
+
+/// A duration: a number with `ms`, `s`, `m` or `h` after it (`250ms`, `5s`,
+/// `1m`); a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 1m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A size in bytes: a number, optionally with `K`, `KiB`, `M` or `MiB`
+/// (powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 4096, 64K or 4MiB"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} in {text:?}; use K or M")),
+    };
+    let bytes = value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes < 16 {
+        return Err(format!("{text:?} is too small; at least 16 bytes"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        ChatdArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 days").is_err());
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("1").is_err());
+    }
+
+    #[test]
+    fn bind_takes_a_port_alone() {
+        assert_eq!(parse_bind("6000"), Ok("0.0.0.0:6000".parse().unwrap()));
+        assert_eq!(
+            parse_bind("127.0.0.1:0"),
+            Ok("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(parse_bind("[::1]:7000"), Ok("[::1]:7000".parse().unwrap()));
+        assert!(parse_bind("nowhere").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_library() {
+        let args = ChatdArgs::parse_from(["chatd"]);
+        let (ours, lib) = (args.config(), Config::default());
+        assert_eq!(
+            (
+                ours.bind,
+                ours.max_clients,
+                ours.max_line,
+                ours.max_queue,
+                ours.join_timeout
+            ),
+            (
+                lib.bind,
+                lib.max_clients,
+                lib.max_line,
+                lib.max_queue,
+                lib.join_timeout
+            )
+        );
+        assert_eq!(
+            (
+                ours.dead_peer_timeout,
+                ours.shutdown_timeout,
+                ours.rate_limit,
+                ours.rate_burst
+            ),
+            (
+                lib.dead_peer_timeout,
+                lib.shutdown_timeout,
+                lib.rate_limit,
+                lib.rate_burst
+            )
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The bounded line reader both sides use: bytes in, lines out, with memory
+//! bounded whatever the peer sends. A line longer than the limit is reported
+//! once and skipped up to its `\n`; a line that is not UTF-8 is reported and
+//! skipped; a `\r` before the `\n` is dropped.
+
+use std::io::{self, Read};
+
+/// What the next complete line turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Line(&'a str),
+    /// A line longer than the limit; it is being skipped up to its `\n`.
+    TooLong,
+    /// A line that is not valid UTF-8; it was skipped.
+    BadEncoding,
+}
+
+/// Splits a byte stream into lines of at most `max_line` bytes, terminator
+/// included. With no limit (`usize::MAX`) it never refuses a line, as clients
+/// must not cap the server's lines; its memory then grows with the line.
+#[derive(Debug)]
+pub struct LineReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Where the search for `\n` resumes, so a line arriving in many small
+    /// reads is scanned once, not once per read.
+    scanned: usize,
+    max_line: usize,
+    discarding: bool,
+}
+
+/// Reads happen in chunks of at least this much, so a flood of short lines
+/// costs few system calls.
+const MIN_READ: usize = 16 * 1024;
+
+impl LineReader {
+    pub fn new(max_line: usize) -> LineReader {
+        LineReader {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            scanned: 0,
+            max_line,
+            discarding: false,
+        }
+    }
+
+    /// A reader with no line limit, for the server's lines.
+    pub fn unlimited() -> LineReader {
+        LineReader::new(usize::MAX)
+    }
+
+    /// Whether bytes of an unfinished line are held.
+    pub fn has_partial(&self) -> bool {
+        self.end > self.start || self.discarding
+    }
+
+    /// Reads once from `source` into the buffer: `Ok(0)` is end of stream.
+    /// Call it only when `next_frame` has returned `None`.
+    pub fn read_from<R: Read + ?Sized>(&mut self, source: &mut R) -> io::Result<usize> {
+        self.make_room();
+        let n = source.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Returns the next complete line, or `None` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        loop {
+            let newline = self.buf[self.scanned..self.end]
+                .iter()
+                .position(|&b| b == b'\n');
+            let Some(offset) = newline else {
+                self.scanned = self.end;
+                if self.discarding {
+                    self.start = self.end;
+                    return None;
+                }
+                // The `\n` still to come counts towards the limit; one byte
+                // more is allowed while it may be the `\r` of a CRLF.
+                if self.end - self.start > self.max_line {
+                    self.discarding = true;
+                    self.start = self.end;
+                    self.scanned = self.end;
+                    return Some(Frame::TooLong);
+                }
+                return None;
+            };
+            let line_end = self.scanned + offset;
+            let line_start = self.start;
+            self.start = line_end + 1;
+            self.scanned = self.start;
+            if self.discarding {
+                self.discarding = false;
+                continue;
+            }
+            return Some(frame_of(&self.buf[line_start..line_end], self.max_line));
+        }
+    }
+
+    /// At the end of the stream: the last line if it lacked its `\n`.
+    pub fn finish(&mut self) -> Option<Frame<'_>> {
+        let (start, end) = (self.start, self.end);
+        self.start = end;
+        self.scanned = end;
+        if std::mem::take(&mut self.discarding) || start == end {
+            return None;
+        }
+        Some(frame_of(&self.buf[start..end], self.max_line))
+    }
+
+    /// Moves the unfinished line to the front and makes sure a read has room.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.scanned = 0;
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.buf.len() - self.end < MIN_READ {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        let want = self.end + MIN_READ;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+    }
+}
+
+fn frame_of(mut line: &[u8], max_line: usize) -> Frame<'_> {
+    if let [rest @ .., b'\r'] = line {
+        line = rest;
+    }
+    if line.len() >= max_line {
+        return Frame::TooLong;
+    }
+    match std::str::from_utf8(line) {
+        Ok(text) => Frame::Line(text),
+        Err(_) => Frame::BadEncoding,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in chunks of `chunk` bytes and collects what comes out.
+    fn frames(max_line: usize, input: &[u8], chunk: usize) -> Vec<String> {
+        let mut reader = LineReader::new(max_line);
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            let mut src = piece;
+            while reader.read_from(&mut src).unwrap() > 0 {}
+            while let Some(frame) = reader.next_frame() {
+                out.push(match frame {
+                    Frame::Line(line) => format!("line {line}"),
+                    Frame::TooLong => "too long".to_owned(),
+                    Frame::BadEncoding => "bad encoding".to_owned(),
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_whatever_the_chunking() {
+        let input = b"JOIN Ana\r\nMSG hola\n\nMSG \xc3\xb1\n";
+        for chunk in [1, 2, 3, 7, 100] {
+            assert_eq!(
+                frames(64, input, chunk),
+                ["line JOIN Ana", "line MSG hola", "line ", "line MSG ñ"],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_limit_counts_the_terminator() {
+        let ok = format!("{}\n", "a".repeat(9));
+        let long = format!("{}\n", "b".repeat(10));
+        assert_eq!(
+            frames(10, ok.as_bytes(), 4),
+            [format!("line {}", "a".repeat(9))]
+        );
+        assert_eq!(frames(10, long.as_bytes(), 4), ["too long"]);
+        assert_eq!(frames(10, long.as_bytes(), 100), ["too long"]);
+        let crlf = format!("{}\r\n", "c".repeat(9));
+        assert_eq!(
+            frames(10, crlf.as_bytes(), 1),
+            [format!("line {}", "c".repeat(9))]
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_reported_once_and_skipped_to_its_newline() {
+        let mut input = vec![b'x'; 1 << 20];
+        input.extend_from_slice(b"\nMSG after\n");
+        for chunk in [1000, 4096, 65536] {
+            assert_eq!(frames(4096, &input, chunk), ["too long", "line MSG after"]);
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_on_a_line_without_end() {
+        let mut reader = LineReader::new(4096);
+        let mut src: &[u8] = &vec![b'x'; 8 << 20];
+        let mut reported = 0;
+        while reader.read_from(&mut src).unwrap() > 0 {
+            while let Some(frame) = reader.next_frame() {
+                assert_eq!(frame, Frame::TooLong);
+                reported += 1;
+            }
+        }
+        assert_eq!(reported, 1);
+        assert!(
+            reader.buf.len() <= 4096 + 2 * MIN_READ,
+            "buffer grew to {}",
+            reader.buf.len()
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_and_the_stream_goes_on() {
+        assert_eq!(
+            frames(64, b"MSG \xff\xfe\nMSG ok\n", 3),
+            ["bad encoding", "line MSG ok"]
+        );
+        assert_eq!(
+            frames(64, b"\xc3\nMSG ok\n", 1),
+            ["bad encoding", "line MSG ok"]
+        );
+    }
+
+    #[test]
+    fn finish_yields_a_last_line_without_newline() {
+        let mut reader = LineReader::new(64);
+        let mut src: &[u8] = b"MSG one\nMSG two";
+        reader.read_from(&mut src).unwrap();
+        assert_eq!(reader.next_frame(), Some(Frame::Line("MSG one")));
+        assert_eq!(reader.next_frame(), None);
+        assert_eq!(reader.finish(), Some(Frame::Line("MSG two")));
+        assert_eq!(reader.finish(), None);
+    }
+
+    #[test]
+    fn unlimited_reader_takes_long_server_lines() {
+        let line = format!("NAMES {}\n", "n ".repeat(10_000));
+        assert_eq!(frames(usize::MAX, line.as_bytes(), 5000).len(), 1);
+    }
+}

@@ -1,0 +1,11 @@
+//! minichat: a small threaded chat room server and the clients that speak its
+//! line protocol (`shared/PROTOCOL.md`, summarised in `docs/protocol.md`).
+
+pub mod cli;
+pub mod framing;
+pub mod lan;
+pub mod name;
+pub mod protocol;
+pub mod room;
+pub mod server;
+pub mod wakeup;

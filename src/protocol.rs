@@ -1,0 +1,404 @@
+//! The wire: every line a client or the server may send, how it is parsed and
+//! how it is written. `shared/PROTOCOL.md` is the contract; this module is the
+//! only place that knows its spelling, so the server and every client agree.
+
+use std::fmt;
+
+use crate::name::{self, NameError};
+
+/// The server's name and version, as the `HELLO` line announces it.
+pub const SERVER_ID: &str = concat!("chatd/", env!("CARGO_PKG_VERSION"));
+
+/// The default TCP port.
+pub const DEFAULT_PORT: u16 = 5000;
+
+/// The default longest line, in bytes, terminator included.
+pub const DEFAULT_MAX_LINE: usize = 4096;
+
+/// A line from a client, borrowed from the line it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Join(&'a str),
+    Msg(&'a str),
+    Exit,
+    Names,
+    Ping(Option<&'a str>),
+}
+
+impl<'a> Request<'a> {
+    /// Parses one line (without its terminator). The verb is case-insensitive
+    /// and separated from its argument by exactly one space; whatever follows
+    /// that space is the argument, leading spaces included.
+    pub fn parse(line: &'a str) -> Result<Request<'a>, Refusal> {
+        let (verb, arg) = match line.split_once(' ') {
+            Some((verb, arg)) => (verb, Some(arg)),
+            None => (line, None),
+        };
+        let is = |word: &str| verb.eq_ignore_ascii_case(word);
+        if is("JOIN") {
+            Ok(Request::Join(arg.unwrap_or("")))
+        } else if is("MSG") {
+            let text = arg.unwrap_or("");
+            check_text(text)?;
+            Ok(Request::Msg(text))
+        } else if is("EXIT") {
+            Ok(Request::Exit)
+        } else if is("NAMES") {
+            Ok(Request::Names)
+        } else if is("PING") {
+            Ok(Request::Ping(arg.filter(|token| !token.is_empty())))
+        } else {
+            Err(Refusal::new(
+                ErrorCode::UnknownCommand,
+                format!(
+                    "unknown command {:?}; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT",
+                    Printable(verb)
+                ),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Request<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Join(name) => write!(f, "JOIN {name}"),
+            Request::Msg(text) => write!(f, "MSG {text}"),
+            Request::Exit => f.write_str("EXIT"),
+            Request::Names => f.write_str("NAMES"),
+            Request::Ping(Some(token)) => write!(f, "PING {token}"),
+            Request::Ping(None) => f.write_str("PING"),
+        }
+    }
+}
+
+/// Checks the text of a `MSG`: not empty, and no control character but tab,
+/// because an escape sequence in a message could take over readers' terminals.
+pub fn check_text(text: &str) -> Result<(), Refusal> {
+    if text.is_empty() {
+        return Err(Refusal::new(
+            ErrorCode::Empty,
+            "empty message; type MSG <text>",
+        ));
+    }
+    if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\t') {
+        return Err(Refusal::new(
+            ErrorCode::BadText,
+            format!(
+                "control character U+{:04X} in message; only tab is allowed",
+                c as u32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a request failed: the code and the words for people after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub text: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, text: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+impl From<NameError> for Refusal {
+    fn from(err: NameError) -> Refusal {
+        Refusal::new(
+            ErrorCode::BadName,
+            format!(
+                "{err}; a name is 1 to {} letters, digits, _ - or .",
+                name::MAX_CHARS
+            ),
+        )
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+macro_rules! wire_words {
+    ($(#[$meta:meta])* $vis:vis enum $ty:ident { $($variant:ident => $word:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $ty { $($variant,)* }
+
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant,)*];
+
+            /// The word on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $word,)* }
+            }
+
+            /// The value a wire word names, if any.
+            pub fn from_word(word: &str) -> Option<$ty> {
+                match word { $($word => Some($ty::$variant),)* _ => None }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_words! {
+    /// The `<CODE>` of an `ERR` line.
+    pub enum ErrorCode {
+        BadName => "BAD_NAME",
+        NameTaken => "NAME_TAKEN",
+        NotJoined => "NOT_JOINED",
+        AlreadyJoined => "ALREADY_JOINED",
+        Empty => "EMPTY",
+        BadText => "BAD_TEXT",
+        UnknownCommand => "UNKNOWN_COMMAND",
+        TooLong => "TOO_LONG",
+        BadEncoding => "BAD_ENCODING",
+        Full => "FULL",
+        Timeout => "TIMEOUT",
+    }
+}
+
+wire_words! {
+    /// Why a member left, as `LEFT <name> <reason>` says.
+    pub enum LeaveReason {
+        Exit => "exit",
+        Lost => "lost",
+        Timeout => "timeout",
+        Slow => "slow",
+    }
+}
+
+wire_words! {
+    /// Why the server closes a connection, as `BYE <reason>` says.
+    pub enum ByeReason {
+        Exit => "exit",
+        Shutdown => "shutdown",
+        Slow => "slow",
+        Timeout => "timeout",
+        Full => "full",
+    }
+}
+
+/// The `MSG <from> <text>` line the room sends, terminator included; built
+/// in one allocation because it is built for every message.
+pub fn msg_line(from: &str, text: &str) -> std::sync::Arc<[u8]> {
+    let mut line = Vec::with_capacity(6 + from.len() + text.len());
+    for part in [b"MSG ", from.as_bytes(), b" ", text.as_bytes(), b"\n"] {
+        line.extend_from_slice(part);
+    }
+    line.into()
+}
+
+/// A line from the server. Parsing owns its strings: clients keep events
+/// around, and a server line has no length limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLine {
+    Hello { server: String, text: String },
+    OkJoin(String),
+    Err(Refusal),
+    Msg { from: String, text: String },
+    Joined(String),
+    Left { name: String, reason: LeaveReason },
+    Names(Vec<String>),
+    Pong(Option<String>),
+    Bye(ByeReason),
+}
+
+impl ServerLine {
+    /// Parses one line from the server (without its terminator).
+    pub fn parse(line: &str) -> Result<ServerLine, MalformedLine> {
+        let bad = || MalformedLine(line.to_owned());
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        Ok(match verb {
+            "HELLO" => {
+                let (server, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                ServerLine::Hello {
+                    server: server.to_owned(),
+                    text: text.to_owned(),
+                }
+            }
+            "OK" => match rest.split_once(' ') {
+                Some(("JOIN", name)) if !name.is_empty() => ServerLine::OkJoin(name.to_owned()),
+                _ => return Err(bad()),
+            },
+            "ERR" => {
+                let (code, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                let code = ErrorCode::from_word(code).ok_or_else(bad)?;
+                ServerLine::Err(Refusal::new(code, text))
+            }
+            "MSG" => {
+                let (from, text) = rest.split_once(' ').ok_or_else(bad)?;
+                ServerLine::Msg {
+                    from: from.to_owned(),
+                    text: text.to_owned(),
+                }
+            }
+            "JOINED" if !rest.is_empty() => ServerLine::Joined(rest.to_owned()),
+            "LEFT" => {
+                let (name, reason) = rest.split_once(' ').ok_or_else(bad)?;
+                let reason = LeaveReason::from_word(reason).ok_or_else(bad)?;
+                ServerLine::Left {
+                    name: name.to_owned(),
+                    reason,
+                }
+            }
+            "NAMES" => ServerLine::Names(
+                rest.split(' ')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            "PONG" => ServerLine::Pong((!rest.is_empty()).then(|| rest.to_owned())),
+            "BYE" => ServerLine::Bye(ByeReason::from_word(rest).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl fmt::Display for ServerLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerLine::Hello { server, text } => write!(f, "HELLO {server} {text}"),
+            ServerLine::OkJoin(name) => write!(f, "OK JOIN {name}"),
+            ServerLine::Err(refusal) => write!(f, "ERR {refusal}"),
+            ServerLine::Msg { from, text } => write!(f, "MSG {from} {text}"),
+            ServerLine::Joined(name) => write!(f, "JOINED {name}"),
+            ServerLine::Left { name, reason } => write!(f, "LEFT {name} {reason}"),
+            ServerLine::Names(names) => {
+                f.write_str("NAMES")?;
+                names.iter().try_for_each(|name| write!(f, " {name}"))
+            }
+            ServerLine::Pong(Some(token)) => write!(f, "PONG {token}"),
+            ServerLine::Pong(None) => f.write_str("PONG"),
+            ServerLine::Bye(reason) => write!(f, "BYE {reason}"),
+        }
+    }
+}
+
+/// A server line that does not follow the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedLine(pub String);
+
+impl fmt::Display for MalformedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "malformed line from the server: {:?}",
+            Printable(&self.0)
+        )
+    }
+}
+
+impl std::error::Error for MalformedLine {}
+
+/// Shows a string with its control characters escaped (`\u{1b}`), so that
+/// text from the network can be printed on a terminal safely.
+#[derive(Debug, Clone, Copy)]
+pub struct Printable<'a>(pub &'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() && c != '\t' {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_case_insensitively_with_one_space() {
+        let cases: &[(&str, Result<Request, ErrorCode>)] = &[
+            ("JOIN Ana", Ok(Request::Join("Ana"))),
+            ("join Ana", Ok(Request::Join("Ana"))),
+            ("Join  Ana", Ok(Request::Join(" Ana"))),
+            ("JOIN", Ok(Request::Join(""))),
+            ("MSG hola a todos", Ok(Request::Msg("hola a todos"))),
+            ("msg  leading", Ok(Request::Msg(" leading"))),
+            ("MSG tab\there", Ok(Request::Msg("tab\there"))),
+            ("MSG", Err(ErrorCode::Empty)),
+            ("MSG ", Err(ErrorCode::Empty)),
+            ("MSG a\u{1b}[2J", Err(ErrorCode::BadText)),
+            ("MSG nul\0", Err(ErrorCode::BadText)),
+            ("MSG c1\u{9b}", Err(ErrorCode::BadText)),
+            ("exit", Ok(Request::Exit)),
+            ("NAMES", Ok(Request::Names)),
+            ("PING", Ok(Request::Ping(None))),
+            ("PING 42", Ok(Request::Ping(Some("42")))),
+            ("PING ", Ok(Request::Ping(None))),
+            ("HELLO", Err(ErrorCode::UnknownCommand)),
+            ("MSGX hi", Err(ErrorCode::UnknownCommand)),
+        ];
+        for (line, want) in cases {
+            let got = Request::parse(line).map_err(|r| r.code);
+            assert_eq!(&got, want, "parsing {line:?}");
+        }
+    }
+
+    #[test]
+    fn server_lines_round_trip() {
+        let lines = [
+            "HELLO chatd/0.1.0 type JOIN <name> to enter",
+            "OK JOIN Carlos",
+            "ERR NAME_TAKEN the name is taken",
+            "MSG Ana Hola a todos",
+            "MSG Ana  two  spaces ",
+            "JOINED Luis",
+            "LEFT Luis timeout",
+            "NAMES Ana Carlos",
+            "NAMES",
+            "PONG 1",
+            "PONG",
+            "BYE shutdown",
+        ];
+        for line in lines {
+            let parsed = ServerLine::parse(line).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.to_string(), line);
+        }
+    }
+
+    #[test]
+    fn malformed_server_lines_are_errors() {
+        for line in [
+            "",
+            "OK",
+            "OK PART x",
+            "ERR NOPE x",
+            "LEFT Luis gone",
+            "BYE later",
+            "WHAT",
+        ] {
+            assert!(ServerLine::parse(line).is_err(), "{line:?} parsed");
+        }
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_but_not_tab() {
+        assert_eq!(
+            Printable("a\u{1b}[31mb\tc\r").to_string(),
+            "a\\u{1b}[31mb\tc\\r"
+        );
+        assert_eq!(Printable("José").to_string(), "José");
+    }
+}

@@ -1,0 +1,532 @@
+//! The room: its members, their unique names, and the one ordered stream of
+//! events (`MSG`, `JOINED`, `LEFT`) that every member reads.
+//!
+//! The stream is a shared log of finished wire lines. Saying something
+//! appends one line, whatever the number of members; each member reads the
+//! log from its own cursor and skips what it said itself. So everyone sees
+//! one order, a line is never copied per member, and a member that falls
+//! more than `max_lag` bytes behind is expelled (`LEFT <name> slow`) instead
+//! of holding anyone up.
+//!
+//! This is the whole interface a connection needs: [`Room::join`], then the
+//! [`Membership`] it returns. A room spanning several servers would sit
+//! behind the same two types.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::name::Name;
+use crate::protocol::{self, LeaveReason, ServerLine};
+use crate::wakeup::Wakeup;
+
+/// One finished wire line, shared by every reader.
+pub type Line = Arc<[u8]>;
+
+#[derive(Debug)]
+pub struct Room {
+    state: Mutex<State>,
+    closed: AtomicBool,
+    max_lag: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    log: VecDeque<Entry>,
+    /// The sequence number of `log[0]`.
+    base: u64,
+    /// Bytes appended before `log[0]`.
+    base_bytes: u64,
+    /// Bytes appended in all.
+    head_bytes: u64,
+    /// Everyone still reading the log, in join order: the members, and those
+    /// that left but have not yet been sent what came before their leaving.
+    readers: Vec<Arc<Member>>,
+    /// The members, by name key.
+    names: HashMap<String, Arc<Member>>,
+    /// Readers waiting in `poll` for the log to grow.
+    parked: Vec<Arc<Member>>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    from: u64,
+    line: Line,
+    /// `head_bytes` once this entry was appended.
+    end_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    id: u64,
+    name: Name,
+    /// The sequence number of the next entry to read.
+    cursor: AtomicU64,
+    /// Where reading stops: `u64::MAX` while a member, the sequence number of
+    /// its `LEFT` once it left.
+    end: AtomicU64,
+    status: AtomicU8,
+    parked: AtomicBool,
+    waker: Arc<Wakeup>,
+}
+
+const PRESENT: u8 = 0;
+const LEFT: u8 = 1;
+const EXPELLED: u8 = 2;
+
+/// Why a join failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// Someone has that name (as they spelled it).
+    Taken(String),
+    /// The server is shutting down.
+    Closed,
+}
+
+/// The room no longer takes events: the server is shutting down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// The member fell too far behind and was expelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expelled;
+
+impl Room {
+    /// A room that expels a member once more than `max_lag` bytes of events
+    /// wait for it.
+    pub fn new(max_lag: usize) -> Arc<Room> {
+        Arc::new(Room {
+            state: Mutex::default(),
+            closed: AtomicBool::new(false),
+            max_lag: max_lag as u64,
+        })
+    }
+
+    /// Enters the room under `name`. Everyone else is told `JOINED`; the new
+    /// member reads events from this point on.
+    pub fn join(self: &Arc<Self>, name: Name, waker: Arc<Wakeup>) -> Result<Membership, JoinError> {
+        let mut st = self.lock();
+        if self.is_closed() {
+            return Err(JoinError::Closed);
+        }
+        if let Some(holder) = st.names.get(name.key()) {
+            return Err(JoinError::Taken(holder.name.as_str().to_owned()));
+        }
+        st.next_id += 1;
+        let member = Arc::new(Member {
+            id: st.next_id,
+            cursor: AtomicU64::new(st.head()),
+            end: AtomicU64::new(u64::MAX),
+            status: AtomicU8::new(PRESENT),
+            parked: AtomicBool::new(false),
+            waker,
+            name,
+        });
+        st.names
+            .insert(member.name.key().to_owned(), Arc::clone(&member));
+        st.readers.push(Arc::clone(&member));
+        let line = ServerLine::Joined(member.name.to_string());
+        let woken = self.append(st, member.id, line_of(&line));
+        wake(woken);
+        Ok(Membership {
+            room: Arc::clone(self),
+            member,
+        })
+    }
+
+    /// The members' names, in the order they joined.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().names()
+    }
+
+    /// How many members there are.
+    pub fn len(&self) -> usize {
+        self.lock().names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes no more events or members, and wakes every reader so it can
+    /// finish what it was sent.
+    pub fn close(&self) {
+        let st = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        st.readers.iter().for_each(|m| m.waker.wake());
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A connection thread that panicked leaves the state consistent: every
+        // change below is complete before anything can panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends an event, expels whoever fell too far behind, and returns the
+    /// parked readers to wake once the lock is released.
+    #[must_use]
+    fn append(&self, mut st: MutexGuard<'_, State>, from: u64, line: Line) -> Vec<Arc<Member>> {
+        st.push(from, line);
+        if st.head_bytes - st.base_bytes > self.max_lag + self.max_lag / 4 {
+            st.sweep(self.max_lag);
+        }
+        std::mem::take(&mut st.parked)
+    }
+}
+
+fn wake(members: Vec<Arc<Member>>) {
+    for member in members {
+        member.parked.store(false, Ordering::SeqCst);
+        member.waker.wake();
+    }
+}
+
+fn line_of(line: &ServerLine) -> Line {
+    format!("{line}\n").into_bytes().into()
+}
+
+impl State {
+    fn head(&self) -> u64 {
+        self.base + self.log.len() as u64
+    }
+
+    fn names(&self) -> Vec<String> {
+        let present = self
+            .readers
+            .iter()
+            .filter(|m| m.status.load(Ordering::SeqCst) == PRESENT);
+        present.map(|m| m.name.to_string()).collect()
+    }
+
+    fn push(&mut self, from: u64, line: Line) {
+        self.head_bytes += line.len() as u64;
+        let end_bytes = self.head_bytes;
+        self.log.push_back(Entry {
+            from,
+            line,
+            end_bytes,
+        });
+    }
+
+    /// Expels the readers more than `max_lag` bytes behind, then forgets the
+    /// entries that every remaining reader has read.
+    fn sweep(&mut self, max_lag: u64) {
+        let mut expelled = Vec::new();
+        self.readers.retain(|m| {
+            let behind = self.head_bytes - {
+                let seq = m.cursor.load(Ordering::SeqCst);
+                match seq - self.base {
+                    0 => self.base_bytes,
+                    n => self.log[n as usize - 1].end_bytes,
+                }
+            };
+            let keep = behind <= max_lag;
+            if !keep {
+                expelled.push(Arc::clone(m));
+            }
+            keep
+        });
+        for member in expelled {
+            let was_present = member.status.swap(EXPELLED, Ordering::SeqCst) == PRESENT;
+            if was_present {
+                self.names.remove(member.name.key());
+                let line = ServerLine::Left {
+                    name: member.name.to_string(),
+                    reason: LeaveReason::Slow,
+                };
+                self.push(member.id, line_of(&line));
+            }
+            member.waker.wake();
+        }
+        self.trim();
+    }
+
+    /// Drops the log entries below every reader's cursor.
+    fn trim(&mut self) {
+        let oldest = self
+            .readers
+            .iter()
+            .map(|m| m.cursor.load(Ordering::SeqCst))
+            .min();
+        let keep_from = oldest.unwrap_or_else(|| self.head());
+        while self.base < keep_from {
+            let entry = self.log.pop_front().expect("cursor beyond the log");
+            self.base += 1;
+            self.base_bytes = entry.end_bytes;
+        }
+    }
+}
+
+/// A connection's place in the room, from `join` until it is dropped.
+/// Dropping it without `leave` counts as leaving with `lost`.
+pub struct Membership {
+    room: Arc<Room>,
+    member: Arc<Member>,
+}
+
+impl fmt::Debug for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Membership")
+            .field("name", &self.member.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Membership::fetch`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
+    /// Entries read past, the member's own included.
+    pub advanced: u64,
+    /// Whether entries remain before the limit.
+    pub more: bool,
+}
+
+impl Membership {
+    pub fn name(&self) -> &Name {
+        &self.member.name
+    }
+
+    /// The sequence number of the next event this member will read.
+    pub fn cursor(&self) -> u64 {
+        self.member.cursor.load(Ordering::SeqCst)
+    }
+
+    /// The sequence number the next event will get: a reply given now belongs
+    /// after every event before it.
+    pub fn head(&self) -> u64 {
+        self.room.lock().head()
+    }
+
+    /// The members' names in join order, and the sequence number they hold
+    /// at: the `NAMES` reply belongs after the events before it.
+    pub fn names(&self) -> (u64, Vec<String>) {
+        let st = self.room.lock();
+        (st.head(), st.names())
+    }
+
+    /// Sends `text` to everyone else.
+    pub fn say(&self, text: &str) -> Result<(), Closed> {
+        let line = protocol::msg_line(self.member.name.as_str(), text);
+        let st = self.room.lock();
+        if self.room.is_closed() {
+            return Err(Closed);
+        }
+        let woken = self.room.append(st, self.member.id, line);
+        wake(woken);
+        Ok(())
+    }
+
+    /// Leaves the room: the name is free again and everyone else is told
+    /// `LEFT`. Returns the sequence number up to which this member is still
+    /// sent events (those that came before its leaving).
+    pub fn leave(&self, reason: LeaveReason) -> u64 {
+        let mut st = self.room.lock();
+        let end = st.head();
+        if self
+            .member
+            .status
+            .compare_exchange(PRESENT, LEFT, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return end;
+        }
+        self.member.end.store(end, Ordering::SeqCst);
+        st.names.remove(self.member.name.key());
+        if self.room.is_closed() {
+            return end;
+        }
+        let line = ServerLine::Left {
+            name: self.member.name.to_string(),
+            reason,
+        };
+        let woken = self.room.append(st, self.member.id, line_of(&line));
+        wake(woken);
+        end
+    }
+
+    /// Whether the room expelled this member for falling behind.
+    pub fn is_expelled(&self) -> bool {
+        self.member.status.load(Ordering::SeqCst) == EXPELLED
+    }
+
+    /// Moves up to `max` events from the cursor to `out`, stopping before
+    /// sequence number `limit` and skipping this member's own events.
+    pub fn fetch(
+        &self,
+        limit: u64,
+        out: &mut VecDeque<Line>,
+        max: usize,
+    ) -> Result<Fetched, Expelled> {
+        let st = self.room.lock();
+        if self.is_expelled() {
+            return Err(Expelled);
+        }
+        let start = self.cursor();
+        let end = st
+            .head()
+            .min(limit)
+            .min(self.member.end.load(Ordering::SeqCst));
+        let mut seq = start;
+        let mut taken = 0;
+        while seq < end && taken < max {
+            let entry = &st.log[(seq - st.base) as usize];
+            if entry.from != self.member.id {
+                out.push_back(Arc::clone(&entry.line));
+                taken += 1;
+            }
+            seq += 1;
+        }
+        self.member.cursor.store(seq, Ordering::SeqCst);
+        Ok(Fetched {
+            advanced: seq - start,
+            more: seq < end,
+        })
+    }
+
+    /// Registers for a wake-up when the log grows. Returns false, and
+    /// registers nothing, when there is already something to read, the
+    /// member was expelled, or the room is closing: then do not wait.
+    pub fn park(&self) -> bool {
+        let mut st = self.room.lock();
+        let end = st.head().min(self.member.end.load(Ordering::SeqCst));
+        if self.cursor() < end || self.is_expelled() || self.room.is_closed() {
+            return false;
+        }
+        if !self.member.parked.swap(true, Ordering::SeqCst) {
+            st.parked.push(Arc::clone(&self.member));
+        }
+        true
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.leave(LeaveReason::Lost);
+        let mut st = self.room.lock();
+        let id = self.member.id;
+        st.readers.retain(|m| m.id != id);
+        st.parked.retain(|m| m.id != id);
+        // Only the oldest reader holds entries back.
+        if self.cursor() == st.base && !st.log.is_empty() {
+            st.trim();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(max_lag: usize) -> Arc<Room> {
+        Room::new(max_lag)
+    }
+
+    fn join(room: &Arc<Room>, name: &str) -> Membership {
+        room.join(Name::parse(name).unwrap(), Arc::new(Wakeup::new().unwrap()))
+            .unwrap()
+    }
+
+    fn read_all(m: &Membership) -> Vec<String> {
+        let mut out = VecDeque::new();
+        while m.fetch(u64::MAX, &mut out, 2).unwrap().more {}
+        out.iter()
+            .map(|l| String::from_utf8(l.to_vec()).unwrap().trim_end().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn members_see_one_order_and_not_their_own_lines() {
+        let room = room(1 << 20);
+        let ana = join(&room, "Ana");
+        let luis = join(&room, "Luis");
+        ana.say("hola").unwrap();
+        luis.say("buenas").unwrap();
+        assert_eq!(read_all(&ana), ["JOINED Luis", "MSG Luis buenas"]);
+        assert_eq!(read_all(&luis), ["MSG Ana hola"]);
+        assert_eq!(room.names(), ["Ana", "Luis"]);
+    }
+
+    #[test]
+    fn names_are_unique_until_their_owner_leaves() {
+        let room = room(1 << 20);
+        let carlos = join(&room, "Carlos");
+        let taken = room.join(
+            Name::parse("CARLOS").unwrap(),
+            Arc::new(Wakeup::new().unwrap()),
+        );
+        assert_eq!(taken.unwrap_err(), JoinError::Taken("Carlos".into()));
+        let watcher = join(&room, "Ana");
+        carlos.leave(LeaveReason::Exit);
+        assert_eq!(read_all(&watcher), ["LEFT Carlos exit"]);
+        drop(carlos);
+        let _carlos = join(&room, "carlos");
+        assert_eq!(room.names(), ["Ana", "carlos"]);
+    }
+
+    #[test]
+    fn a_leaving_member_still_reads_what_came_before_its_leave() {
+        let room = room(1 << 20);
+        let ana = join(&room, "Ana");
+        let luis = join(&room, "Luis");
+        luis.say("one").unwrap();
+        let end = ana.leave(LeaveReason::Exit);
+        luis.say("after").unwrap();
+        assert_eq!(read_all(&ana), ["JOINED Luis", "MSG Luis one"]);
+        assert_eq!(ana.cursor(), end);
+        assert_eq!(read_all(&luis), ["LEFT Ana exit"]);
+    }
+
+    #[test]
+    fn a_member_that_falls_behind_is_expelled_and_the_log_is_trimmed() {
+        let room = room(1000);
+        let reader = join(&room, "reader");
+        let sleeper = join(&room, "sleeper");
+        let talker = join(&room, "talker");
+        read_all(&reader);
+        for i in 0..200 {
+            talker.say(&format!("message {i}")).unwrap();
+            read_all(&reader);
+            read_all(&talker);
+        }
+        assert!(sleeper.is_expelled());
+        assert_eq!(
+            sleeper.fetch(u64::MAX, &mut VecDeque::new(), 10),
+            Err(Expelled)
+        );
+        assert_eq!(room.names(), ["reader", "talker"]);
+        let st = room.lock();
+        assert!(
+            st.head_bytes - st.base_bytes <= 1250,
+            "log holds {} bytes",
+            st.head_bytes - st.base_bytes
+        );
+    }
+
+    #[test]
+    fn dropping_a_membership_counts_as_lost() {
+        let room = room(1 << 20);
+        let ana = join(&room, "Ana");
+        drop(join(&room, "Luis"));
+        assert_eq!(read_all(&ana), ["JOINED Luis", "LEFT Luis lost"]);
+    }
+
+    #[test]
+    fn a_closed_room_takes_nothing_more() {
+        let room = room(1 << 20);
+        let ana = join(&room, "Ana");
+        room.close();
+        assert_eq!(ana.say("late"), Err(Closed));
+        let late = room.join(
+            Name::parse("Luis").unwrap(),
+            Arc::new(Wakeup::new().unwrap()),
+        );
+        assert_eq!(late.unwrap_err(), JoinError::Closed);
+        assert!(!ana.park());
+    }
+}

@@ -1,0 +1,513 @@
+//! One client connection, on its own thread: it reads requests, answers them,
+//! and writes the room's events, waiting in one `poll` on its socket and its
+//! wake-up descriptor. Nothing here blocks on another client.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::outbox::{FlushError, Outbox};
+use super::registry::Ticket;
+use super::Context;
+use crate::framing::{Frame, LineReader};
+use crate::name::Name;
+use crate::protocol::{
+    ByeReason, ErrorCode, LeaveReason, Printable, Refusal, Request, ServerLine, SERVER_ID,
+};
+use crate::room::{JoinError, Membership};
+use crate::wakeup::Wakeup;
+
+/// How long a closing connection may take to send its last lines (after
+/// `EXIT`, end of input or a join timeout).
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Why the connection ends.
+#[derive(Debug)]
+enum End {
+    Exit,
+    InputClosed,
+    Failed(io::Error),
+    JoinTimeout,
+    Slow,
+    Shutdown,
+}
+
+pub(crate) struct Connection {
+    ctx: Arc<Context>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    waker: Arc<Wakeup>,
+    input: LineReader,
+    session: Session,
+    _ticket: Ticket,
+}
+
+/// The part of a connection that requests change.
+struct Session {
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    waker: Arc<Wakeup>,
+    out: Outbox,
+    member: Option<Membership>,
+    throttle: Throttle,
+}
+
+impl Connection {
+    pub fn new(
+        ctx: Arc<Context>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        waker: Arc<Wakeup>,
+        ticket: Ticket,
+    ) -> Connection {
+        let session = Session {
+            ctx: Arc::clone(&ctx),
+            peer,
+            waker: Arc::clone(&waker),
+            out: Outbox::default(),
+            member: None,
+            throttle: Throttle::new(ctx.config.rate_limit, ctx.config.rate_burst),
+        };
+        let input = LineReader::new(ctx.config.max_line);
+        Connection {
+            ctx,
+            stream,
+            peer,
+            waker,
+            input,
+            session,
+            _ticket: ticket,
+        }
+    }
+
+    pub fn run(mut self) {
+        self.ctx.log.debug(format_args!("{}: connected", self.peer));
+        let hello = ServerLine::Hello {
+            server: SERVER_ID.into(),
+            text: "type JOIN <name> to enter".into(),
+        };
+        self.session.out.reply(0, &hello);
+        let end = self.serve();
+        self.finish(end);
+    }
+
+    fn serve(&mut self) -> End {
+        let join_deadline = Instant::now() + self.ctx.config.join_timeout;
+        let mut end_of_input = false;
+        loop {
+            if self.ctx.room.is_closed() {
+                return End::Shutdown;
+            }
+            if let Some(end) = self.handle_input(end_of_input) {
+                return end;
+            }
+            match self
+                .session
+                .out
+                .flush(&self.stream, self.session.member.as_ref())
+            {
+                Ok(_) => {}
+                Err(FlushError::Expelled) => return End::Slow,
+                Err(FlushError::Io(e)) => return End::Failed(e),
+            }
+            let want_read = !end_of_input && self.session.may_read();
+            let want_write = self.session.out.is_blocked();
+            if !want_write && self.session.member.as_ref().is_some_and(|m| !m.park()) {
+                continue;
+            }
+            let mut timeout = self.session.throttle.wait();
+            if self.session.member.is_none() {
+                let left = join_deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return End::JoinTimeout;
+                }
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+            let ready = match wait(&self.stream, &self.waker, want_read, want_write, timeout) {
+                Ok(ready) => ready,
+                Err(e) => return End::Failed(e),
+            };
+            if ready.woken {
+                self.waker.clear();
+            }
+            if ready.broken {
+                let error = self.stream.take_error().ok().flatten();
+                return End::Failed(error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
+            }
+            if ready.readable {
+                match self.input.read_from(&mut &self.stream) {
+                    Ok(0) => end_of_input = true,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => return End::Failed(e),
+                }
+            }
+        }
+    }
+
+    /// Handles the complete lines read so far, as far as flood control and the
+    /// reply backlog allow.
+    fn handle_input(&mut self, end_of_input: bool) -> Option<End> {
+        while self.session.may_read() {
+            let frame = match self.input.next_frame() {
+                Some(frame) => frame,
+                None if end_of_input => {
+                    // A last line without its `\n` still counts.
+                    let last = self.input.finish();
+                    if let Some(end) = last.and_then(|frame| self.session.handle(frame)) {
+                        return Some(end);
+                    }
+                    return Some(End::InputClosed);
+                }
+                None => return None,
+            };
+            self.session.throttle.take();
+            if let Some(end) = self.session.handle(frame) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// Says goodbye as the reason for ending asks, and closes.
+    fn finish(mut self, end: End) {
+        let reason = match &end {
+            End::Exit => Some(LeaveReason::Exit),
+            End::InputClosed => Some(LeaveReason::Lost),
+            End::Failed(e) if e.kind() == io::ErrorKind::TimedOut => Some(LeaveReason::Timeout),
+            End::Failed(_) => Some(LeaveReason::Lost),
+            End::Slow => Some(LeaveReason::Slow),
+            End::JoinTimeout | End::Shutdown => None,
+        };
+        let session = &mut self.session;
+        let end_seq = match (&session.member, reason) {
+            (Some(member), Some(reason)) => {
+                let at = member.leave(reason);
+                self.ctx.log.info(format_args!(
+                    "{} left ({reason}) from {}",
+                    Printable(member.name().as_str()),
+                    self.peer
+                ));
+                at
+            }
+            (Some(member), None) => member.head(),
+            (None, _) => 0,
+        };
+        if let End::Failed(e) = &end {
+            self.ctx
+                .log
+                .debug(format_args!("{}: connection failed: {e}", self.peer));
+        }
+        let bye = match end {
+            End::Exit => Some((ByeReason::Exit, LINGER)),
+            End::Shutdown => Some((ByeReason::Shutdown, self.ctx.config.shutdown_timeout)),
+            End::JoinTimeout => {
+                let refusal = Refusal::new(
+                    ErrorCode::Timeout,
+                    "no JOIN in time; connect again and type JOIN <name>",
+                );
+                session.out.reply(0, &ServerLine::Err(refusal));
+                Some((ByeReason::Timeout, LINGER))
+            }
+            End::InputClosed => None,
+            End::Slow if !session.out.is_mid_line() => {
+                // Its socket is most likely full: one try, no waiting.
+                session
+                    .out
+                    .reply(end_seq, &ServerLine::Bye(ByeReason::Slow));
+                let _ = session.out.flush(&self.stream, None);
+                return;
+            }
+            End::Slow | End::Failed(_) => return,
+        };
+        let linger = bye.map_or(LINGER, |(_, linger)| linger);
+        if let Some((reason, _)) = bye {
+            session.out.reply(end_seq, &ServerLine::Bye(reason));
+        }
+        let deadline = Instant::now() + linger;
+        if self.drain(deadline) {
+            self.close_gently(deadline);
+        }
+    }
+
+    /// Sends what is left, reading and discarding input so that a client
+    /// blocked writing to us can go on to read. Returns false if time ran out
+    /// or the connection broke.
+    fn drain(&mut self, deadline: Instant) -> bool {
+        let mut end_of_input = false;
+        loop {
+            match self
+                .session
+                .out
+                .flush(&self.stream, self.session.member.as_ref())
+            {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(_) => return false,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let ready = match wait(&self.stream, &self.waker, !end_of_input, true, Some(left)) {
+                Ok(ready) if !ready.broken => ready,
+                _ => return false,
+            };
+            if ready.readable {
+                match discard_input(&self.stream) {
+                    Ok(0) => end_of_input = true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+            if ready.woken {
+                self.waker.clear();
+            }
+        }
+    }
+
+    /// Closes after the client has read everything: sends FIN, then waits
+    /// briefly for the client's end. Closing with unread input would send a
+    /// reset, which can destroy the last lines before the client reads them.
+    fn close_gently(&self, deadline: Instant) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match wait(&self.stream, &self.waker, true, false, Some(left)) {
+                Ok(ready) if ready.readable && !left.is_zero() => match discard_input(&self.stream)
+                {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                Ok(ready) if ready.woken && !left.is_zero() => self.waker.clear(),
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Whether the next request may be handled now.
+    fn may_read(&mut self) -> bool {
+        !self.out.is_backlogged() && self.throttle.ready()
+    }
+
+    /// Where a reply made now belongs among the room's events.
+    fn now(&self) -> u64 {
+        self.member.as_ref().map_or(0, Membership::head)
+    }
+
+    fn refuse(&mut self, refusal: Refusal) {
+        self.ctx.log.debug(format_args!(
+            "{}: ERR {}",
+            self.peer,
+            Printable(&refusal.to_string())
+        ));
+        let at = self.now();
+        self.out.reply(at, &ServerLine::Err(refusal));
+    }
+
+    fn handle(&mut self, frame: Frame<'_>) -> Option<End> {
+        let max = self.ctx.config.max_line;
+        let request = match frame {
+            Frame::Line("") => return None,
+            Frame::Line(line) => Request::parse(line),
+            Frame::TooLong => Err(Refusal::new(
+                ErrorCode::TooLong,
+                format!("line longer than {max} bytes (newline included); it was discarded"),
+            )),
+            Frame::BadEncoding => Err(Refusal::new(
+                ErrorCode::BadEncoding,
+                "line is not valid UTF-8; it was discarded",
+            )),
+        };
+        match request {
+            Ok(request) => self.execute(request),
+            Err(refusal) => {
+                self.refuse(refusal);
+                None
+            }
+        }
+    }
+
+    fn execute(&mut self, request: Request<'_>) -> Option<End> {
+        let not_joined = || Refusal::new(ErrorCode::NotJoined, "JOIN <name> first");
+        match (request, &self.member) {
+            (Request::Exit, _) => return Some(End::Exit),
+            (Request::Ping(token), _) => {
+                let at = self.now();
+                self.out
+                    .reply(at, &ServerLine::Pong(token.map(str::to_owned)));
+            }
+            (Request::Join(_), Some(member)) => {
+                let text = format!(
+                    "already joined as {}; EXIT and connect again to change name",
+                    member.name()
+                );
+                self.refuse(Refusal::new(ErrorCode::AlreadyJoined, text));
+            }
+            (Request::Join(raw), None) => return self.join(raw),
+            (Request::Msg(_) | Request::Names, None) => self.refuse(not_joined()),
+            (Request::Msg(text), Some(member)) => {
+                if member.say(text).is_err() {
+                    return Some(End::Shutdown);
+                }
+            }
+            (Request::Names, Some(member)) => {
+                let (at, names) = member.names();
+                self.out.reply(at, &ServerLine::Names(names));
+            }
+        }
+        None
+    }
+
+    fn join(&mut self, raw: &str) -> Option<End> {
+        let name = match Name::parse(raw) {
+            Ok(name) => name,
+            Err(e) => {
+                self.refuse(e.into());
+                return None;
+            }
+        };
+        match self.ctx.room.join(name, Arc::clone(&self.waker)) {
+            Ok(member) => {
+                let at = member.cursor();
+                self.out
+                    .reply(at, &ServerLine::OkJoin(member.name().to_string()));
+                self.ctx
+                    .log
+                    .info(format_args!("{} joined from {}", member.name(), self.peer));
+                self.member = Some(member);
+                None
+            }
+            Err(JoinError::Taken(holder)) => {
+                self.refuse(Refusal::new(
+                    ErrorCode::NameTaken,
+                    format!("{holder} is taken; choose another name"),
+                ));
+                None
+            }
+            Err(JoinError::Closed) => Some(End::Shutdown),
+        }
+    }
+}
+
+/// Reads and throws away what the client sent: `Ok(0)` at its end. Only
+/// while closing, when no request is taken any more.
+fn discard_input(stream: &TcpStream) -> io::Result<usize> {
+    let mut buf = [0u8; 4096];
+    match (&*stream).read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(1)
+        }
+        result => result,
+    }
+}
+
+/// What `poll` reported.
+#[derive(Debug, Default)]
+struct Ready {
+    readable: bool,
+    broken: bool,
+    woken: bool,
+}
+
+fn wait(
+    stream: &TcpStream,
+    waker: &Wakeup,
+    read: bool,
+    write: bool,
+    timeout: Option<Duration>,
+) -> io::Result<Ready> {
+    let mut events = PollFlags::empty();
+    events.set(PollFlags::POLLIN, read);
+    events.set(PollFlags::POLLOUT, write);
+    let mut fds = [
+        PollFd::new(stream.as_fd(), events),
+        PollFd::new(waker.as_fd(), PollFlags::POLLIN),
+    ];
+    let timeout = match timeout {
+        // Rounded up: waking a little early would spin.
+        Some(t) => {
+            PollTimeout::try_from(t.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX)
+        }
+        None => PollTimeout::NONE,
+    };
+    match poll(&mut fds, timeout) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok(Ready::default()),
+        Err(e) => return Err(e.into()),
+    }
+    let socket = fds[0].revents().unwrap_or(PollFlags::empty());
+    let waker = fds[1].revents().unwrap_or(PollFlags::empty());
+    Ok(Ready {
+        readable: socket.contains(PollFlags::POLLIN),
+        broken: socket.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+            && !socket.contains(PollFlags::POLLIN),
+        woken: waker.contains(PollFlags::POLLIN),
+    })
+}
+
+/// Flood control: a token bucket of lines. Reading stops while it is empty,
+/// so TCP slows the sender down; no line is ever thrown away.
+#[derive(Debug)]
+struct Throttle {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Throttle {
+    fn new(per_second: u32, burst: u32) -> Throttle {
+        let burst = burst.max(1) as f64;
+        Throttle {
+            per_second: per_second as f64,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.per_second == 0.0
+    }
+
+    fn ready(&mut self) -> bool {
+        if self.unlimited() {
+            return true;
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second)
+            .min(self.burst);
+        self.last = now;
+        self.tokens >= 1.0
+    }
+
+    fn take(&mut self) {
+        if !self.unlimited() {
+            self.tokens -= 1.0;
+        }
+    }
+
+    /// How long until the next line may be read, if reading is paused.
+    fn wait(&self) -> Option<Duration> {
+        (!self.unlimited() && self.tokens < 1.0)
+            .then(|| Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+    }
+}

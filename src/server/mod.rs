@@ -1,0 +1,257 @@
+//! The room server: the accept loop, one thread per connection, and a clean
+//! shutdown. [`Server::bind`] then [`Server::serve`]; `chatd` is a thin
+//! wrapper over these two.
+
+mod connection;
+mod log;
+mod outbox;
+mod registry;
+mod shutdown;
+mod socket;
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use self::connection::Connection;
+pub use self::log::{Log, Verbosity};
+use self::registry::Registry;
+pub use self::shutdown::ShutdownSignal;
+pub use self::socket::KeepaliveTiming;
+use crate::protocol::{ByeReason, ErrorCode, Refusal, ServerLine, SERVER_ID};
+use crate::room::Room;
+use crate::wakeup::Wakeup;
+
+/// Each connection thread's stack. Little is kept on it; the pages it never
+/// touches cost no memory, but an idle member's touched ones do.
+const THREAD_STACK: usize = 128 * 1024;
+
+/// Everything `chatd`'s options set.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub max_clients: usize,
+    pub max_line: usize,
+    pub max_queue: usize,
+    pub join_timeout: Duration,
+    pub dead_peer_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// Lines a second one connection may send; 0 for no limit.
+    pub rate_limit: u32,
+    pub rate_burst: u32,
+    pub verbosity: Verbosity,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            bind: SocketAddr::from(([0, 0, 0, 0], crate::protocol::DEFAULT_PORT)),
+            max_clients: 1000,
+            max_line: crate::protocol::DEFAULT_MAX_LINE,
+            max_queue: 4 << 20,
+            join_timeout: Duration::from_secs(60),
+            dead_peer_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(5),
+            rate_limit: 200_000,
+            rate_burst: 20_000,
+            verbosity: Verbosity::Normal,
+        }
+    }
+}
+
+/// What every connection thread shares.
+#[derive(Debug)]
+struct Context {
+    config: Config,
+    room: Arc<Room>,
+    registry: Arc<Registry>,
+    log: Log,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<Context>,
+}
+
+impl Server {
+    pub fn bind(config: Config) -> anyhow::Result<Server> {
+        raise_fd_limit();
+        let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e))?;
+        listener.set_nonblocking(true)?;
+        let ctx = Context {
+            room: Room::new(config.max_queue),
+            registry: Registry::new(config.max_clients),
+            log: Log::new(config.verbosity),
+            config,
+        };
+        Ok(Server {
+            listener,
+            ctx: Arc::new(ctx),
+        })
+    }
+
+    /// The address really bound (with the port chosen for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting, delivers what was
+    /// accepted, says `BYE shutdown` to everyone and returns, within the
+    /// shutdown timeout.
+    pub fn serve(self, shutdown: &ShutdownSignal) -> anyhow::Result<()> {
+        loop {
+            let mut fds = [
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(shutdown.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(anyhow!(e).context("waiting for connections")),
+            }
+            if shutdown.is_requested() {
+                break;
+            }
+            self.accept_ready();
+        }
+        drop(self.listener);
+        let ctx = &self.ctx;
+        let deadline = Instant::now() + ctx.config.shutdown_timeout;
+        ctx.log.info(format_args!(
+            "shutting down: {} members, {} connections; delivering what was accepted",
+            ctx.room.len(),
+            ctx.registry.len()
+        ));
+        ctx.room.close();
+        ctx.registry.wake_all();
+        match ctx.registry.wait_until_empty(deadline) {
+            0 => ctx.log.info(format_args!("stopped")),
+            n => ctx.log.error(format_args!(
+                "stopped; {n} connections did not take their last lines within {:?} (--shutdown-timeout)",
+                ctx.config.shutdown_timeout
+            )),
+        }
+        Ok(())
+    }
+
+    fn accept_ready(&self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    self.ctx.log.error(format_args!("cannot accept a connection: {e}; raise the open-file limit (ulimit -n) if this repeats"));
+                    // Out of descriptors, most likely: let some connections end.
+                    thread::sleep(Duration::from_millis(50));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        let ctx = &self.ctx;
+        let waker = match Wakeup::new() {
+            Ok(waker) => Arc::new(waker),
+            Err(e) => {
+                return self.refuse(
+                    stream,
+                    peer,
+                    &format!("cannot make a wake-up descriptor: {e}"),
+                )
+            }
+        };
+        let Some(ticket) = ctx.registry.admit(Arc::clone(&waker)) else {
+            return self.refuse(
+                stream,
+                peer,
+                &format!("server full ({} connections)", ctx.registry.max()),
+            );
+        };
+        if let Err(e) = socket::configure(&stream, ctx.config.dead_peer_timeout) {
+            ctx.log
+                .error(format_args!("{peer}: cannot set socket options: {e}"));
+            return;
+        }
+        let connection = Connection::new(Arc::clone(ctx), stream, peer, waker, ticket);
+        let spawned = thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || connection.run());
+        if let Err(e) = spawned {
+            ctx.log.error(format_args!(
+                "{peer}: cannot start a thread: {e}; lower --max-clients"
+            ));
+        }
+    }
+
+    /// Turns a connection away with `ERR FULL` and `BYE full`.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, why: &str) {
+        self.ctx
+            .log
+            .info(format_args!("{peer}: turned away: {why}"));
+        let lines = [
+            ServerLine::Hello {
+                server: SERVER_ID.into(),
+                text: "type JOIN <name> to enter".into(),
+            },
+            ServerLine::Err(Refusal::new(
+                ErrorCode::Full,
+                format!("{why}; try again later"),
+            )),
+            ServerLine::Bye(ByeReason::Full),
+        ];
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        // A new socket's buffer takes these few bytes at once; never wait.
+        let _ = stream.set_nonblocking(true);
+        let _ = (&stream).write_all(text.as_bytes());
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+}
+
+fn bind_error(addr: SocketAddr, e: io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        io::ErrorKind::AddrInUse => "is another chatd running? choose another port with --bind",
+        io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges; choose another port with --bind"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "that address is not on this computer; try --bind 0.0.0.0:PORT"
+        }
+        _ => "check --bind",
+    };
+    anyhow!("cannot listen on {addr}: {e}; {hint}")
+}
+
+/// Each connection needs two descriptors (socket and wake-up); the soft limit
+/// is often 1024 while the hard one allows far more.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// How `chatd` announces itself: the address bound, then how another
+/// computer reaches it.
+pub fn announce(addr: SocketAddr, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "listening on {addr}")?;
+    for line in crate::lan::hints(addr, &crate::lan::interface_addresses()) {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
+}

@@ -1,0 +1,136 @@
+//! What one connection still has to send: its own replies, interleaved at the
+//! right place with the room's events, written with one `writev` for
+//! everything ready.
+//!
+//! A reply is tagged with the room's sequence number when it was made, and
+//! goes out after every event before that number: so a `PONG` proves to its
+//! client that it was sent everything that happened before its `PING`.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream;
+
+use crate::protocol::ServerLine;
+use crate::room::{Expelled, Line, Membership};
+
+/// Lines gathered for one `writev` at the most (Linux's `IOV_MAX`).
+const MAX_BATCH: usize = 1024;
+
+/// Reply bytes waiting for a client before the server stops reading its
+/// requests: a client that sends `PING`s and never reads slows itself down.
+const REPLY_BACKLOG: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    replies: VecDeque<(u64, Line)>,
+    reply_bytes: usize,
+    batch: VecDeque<Line>,
+    /// Bytes of `batch[0]` already written.
+    written: usize,
+    blocked: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum FlushError {
+    Expelled,
+    Io(io::Error),
+}
+
+impl From<Expelled> for FlushError {
+    fn from(_: Expelled) -> FlushError {
+        FlushError::Expelled
+    }
+}
+
+impl Outbox {
+    /// Queues a reply to go out after the room's events before `at`.
+    pub fn reply(&mut self, at: u64, line: &ServerLine) {
+        let line: Line = format!("{line}\n").into_bytes().into();
+        self.reply_bytes += line.len();
+        self.replies.push_back((at, line));
+    }
+
+    /// Whether so many replies wait that reading requests should pause.
+    pub fn is_backlogged(&self) -> bool {
+        self.reply_bytes > REPLY_BACKLOG
+    }
+
+    /// Whether the last write found the socket full.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Whether part of a line has gone out, so nothing else may be written
+    /// before its end.
+    pub fn is_mid_line(&self) -> bool {
+        self.written > 0
+    }
+
+    /// Writes until everything is sent or the socket is full.
+    /// Returns true when nothing is left to send.
+    pub fn flush(
+        &mut self,
+        stream: &TcpStream,
+        member: Option<&Membership>,
+    ) -> Result<bool, FlushError> {
+        loop {
+            self.refill(member)?;
+            if self.batch.is_empty() {
+                self.blocked = false;
+                return Ok(true);
+            }
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.batch.len());
+            slices.extend(self.batch.iter().map(|line| IoSlice::new(line)));
+            slices[0].advance(self.written);
+            match (&*stream).write_vectored(&slices) {
+                Ok(0) => return Err(FlushError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FlushError::Io(e)),
+            }
+        }
+    }
+
+    /// Fills the batch with replies and events in their order.
+    fn refill(&mut self, member: Option<&Membership>) -> Result<(), Expelled> {
+        while self.batch.len() < MAX_BATCH {
+            if let Some((at, _)) = self.replies.front() {
+                if member.is_none_or(|m| *at <= m.cursor()) {
+                    let (_, line) = self.replies.pop_front().expect("front exists");
+                    self.reply_bytes -= line.len();
+                    self.batch.push_back(line);
+                    continue;
+                }
+            }
+            let Some(member) = member else { break };
+            let limit = self.replies.front().map_or(u64::MAX, |(at, _)| *at);
+            let room_for = MAX_BATCH - self.batch.len();
+            let fetched = member.fetch(limit, &mut self.batch, room_for)?;
+            let reply_due = self
+                .replies
+                .front()
+                .is_some_and(|(at, _)| *at <= member.cursor());
+            if fetched.advanced == 0 && !reply_due {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let left = self.batch[0].len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.batch.pop_front();
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The harness: real `chatd` processes on 127.0.0.1 with a port of their own,
+//! and line clients over real sockets. Every wait has a deadline and fails
+//! with what was seen so far; no test sleeps in place of a signal.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Long enough for a loaded CI machine; a passing test never waits this long.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn bin(name: &str) -> std::path::PathBuf {
+    match name {
+        "chatd" => env!("CARGO_BIN_EXE_chatd").into(),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// A running `chatd`, stopped (SIGKILL) when dropped if still running.
+pub struct Chatd {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Chatd {
+    /// Starts `chatd --bind 127.0.0.1:0 ARGS…` and waits for its
+    /// `listening on` line.
+    pub fn start(args: &[&str]) -> Chatd {
+        let mut child = Command::new(bin("chatd"))
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chatd");
+        let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let sink = Arc::clone(&stderr);
+        let mut pipe = BufReader::new(child.stderr.take().unwrap());
+        thread::spawn(move || {
+            let mut line = String::new();
+            while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
+                sink.0.lock().unwrap().push_str(&line);
+                sink.1.notify_all();
+                line.clear();
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("read chatd's stdout");
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "chatd's first line was {first:?}; stderr: {}",
+                    stderr.0.lock().unwrap()
+                )
+            })
+            .parse()
+            .expect("an address");
+        // Keep draining stdout so chatd never blocks on it.
+        thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Chatd {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// A connection that has read the `HELLO` line.
+    pub fn connect(&self) -> Client {
+        let mut client = Client::connect(self.addr);
+        client.expect_prefix("HELLO chatd/");
+        client
+    }
+
+    /// A connection joined as `name`.
+    pub fn join(&self, name: &str) -> Client {
+        let mut client = self.connect();
+        client.send(&format!("JOIN {name}"));
+        client.expect(&format!("OK JOIN {name}"));
+        client
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
+            .expect("signal chatd");
+    }
+
+    /// Waits for chatd to exit, failing the test after `PATIENCE`.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for chatd") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chatd did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything chatd logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.0.lock().unwrap().clone()
+    }
+
+    /// Waits until chatd's log contains `text`.
+    pub fn expect_log(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        let (log, changed) = &*self.stderr;
+        let mut log = log.lock().unwrap();
+        while !log.contains(text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "chatd never logged {text:?}; its log:\n{log}"
+            );
+            log = changed.wait_timeout(log, left).unwrap().0;
+        }
+    }
+}
+
+impl Drop for Chatd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A line client over a real socket.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    stream: TcpStream,
+    pings: u64,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to chatd");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client {
+            reader,
+            stream,
+            pings: 0,
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to chatd");
+    }
+
+    /// The next line, without its `\n`; fails after `PATIENCE` or at EOF.
+    pub fn recv(&mut self) -> String {
+        self.try_recv()
+            .unwrap_or_else(|| panic!("connection closed while a line was expected"))
+    }
+
+    /// The next line, or `None` at EOF.
+    pub fn try_recv(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert_eq!(
+                    line.pop(),
+                    Some(b'\n'),
+                    "line without newline: {:?}",
+                    String::from_utf8_lossy(&line)
+                );
+                Some(String::from_utf8(line).expect("server lines are UTF-8"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("reading from chatd: {e}"),
+        }
+    }
+
+    pub fn expect(&mut self, want: &str) {
+        let got = self.recv();
+        assert_eq!(got, want);
+    }
+
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        let got = self.recv();
+        assert!(
+            got.starts_with(prefix),
+            "expected a line starting {prefix:?}, got {got:?}"
+        );
+        got
+    }
+
+    /// Sends `PING` and returns every line before its `PONG`: the server had
+    /// handled all that this client sent before, and sent all that happened
+    /// before it.
+    pub fn sync(&mut self) -> Vec<String> {
+        self.pings += 1;
+        let token = format!("sync-{}", self.pings);
+        self.send(&format!("PING {token}"));
+        let pong = format!("PONG {token}");
+        let mut before = Vec::new();
+        loop {
+            let line = self.recv();
+            if line == pong {
+                return before;
+            }
+            before.push(line);
+        }
+    }
+
+    /// Asserts that nothing arrives before a `PING` is answered.
+    pub fn expect_quiet(&mut self) {
+        let lines = self.sync();
+        assert!(lines.is_empty(), "unexpected lines: {lines:?}");
+    }
+
+    /// Reads every line until the server closes the connection.
+    pub fn recv_all(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.try_recv()).collect()
+    }
+
+    /// Reads until the server closes; the last line must be `last`.
+    pub fn expect_closed_after(&mut self, last: &str) -> Vec<String> {
+        let lines = self.recv_all();
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(last),
+            "all lines: {lines:?}"
+        );
+        lines
+    }
+
+    pub fn close_write(&self) {
+        self.stream.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// Reads raw bytes until EOF (for checking what arrives after a close).
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        let _ = self.reader.read_to_end(&mut rest);
+        rest
+    }
+}
