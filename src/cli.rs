@@ -115,34 +115,22 @@ pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
-    let mut addrs = text
-        .to_socket_addrs()
-        .map_err(|e| format!("{e}; expected ADDR:PORT such as 0.0.0.0:5000"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("{text} names no address"))
+    let mut addrs = text.to_socket_addrs().map_err(|e| format!("{e}; expected ADDR:PORT such as 0.0.0.0:5000"))?;
+    addrs.next().ok_or_else(|| format!("{text} names no address"))
 }
 
 /// A duration: a number with `ms`, `s`, `m` or `h` after it (`250ms`, `5s`,
 /// `1m`); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 1m"))?;
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 1m"))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
-            ))
-        }
+        other => return Err(format!("unknown unit {other:?} in {text:?}; use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
@@ -150,13 +138,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A size in bytes: a number, optionally with `K`, `KiB`, `M` or `MiB`
 /// (powers of 1024).
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: usize = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 4096, 64K or 4MiB"))?;
+    let value: usize = number.parse().map_err(|_| format!("{text:?} is not a size such as 4096, 64K or 4MiB"))?;
     let scale = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1 << 10,
@@ -164,9 +148,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "G" | "GiB" => 1 << 30,
         other => return Err(format!("unknown unit {other:?} in {text:?}; use K or M")),
     };
-    let bytes = value
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
+    let bytes = value.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))?;
     if bytes < 16 {
         return Err(format!("{text:?} is too small; at least 16 bytes"));
     }
@@ -201,10 +183,7 @@ mod tests {
     #[test]
     fn bind_takes_a_port_alone() {
         assert_eq!(parse_bind("6000"), Ok("0.0.0.0:6000".parse().unwrap()));
-        assert_eq!(
-            parse_bind("127.0.0.1:0"),
-            Ok("127.0.0.1:0".parse().unwrap())
-        );
+        assert_eq!(parse_bind("127.0.0.1:0"), Ok("127.0.0.1:0".parse().unwrap()));
         assert_eq!(parse_bind("[::1]:7000"), Ok("[::1]:7000".parse().unwrap()));
         assert!(parse_bind("nowhere").is_err());
     }
@@ -214,34 +193,12 @@ mod tests {
         let args = ChatdArgs::parse_from(["chatd"]);
         let (ours, lib) = (args.config(), Config::default());
         assert_eq!(
-            (
-                ours.bind,
-                ours.max_clients,
-                ours.max_line,
-                ours.max_queue,
-                ours.join_timeout
-            ),
-            (
-                lib.bind,
-                lib.max_clients,
-                lib.max_line,
-                lib.max_queue,
-                lib.join_timeout
-            )
+            (ours.bind, ours.max_clients, ours.max_line, ours.max_queue, ours.join_timeout),
+            (lib.bind, lib.max_clients, lib.max_line, lib.max_queue, lib.join_timeout)
         );
         assert_eq!(
-            (
-                ours.dead_peer_timeout,
-                ours.shutdown_timeout,
-                ours.rate_limit,
-                ours.rate_burst
-            ),
-            (
-                lib.dead_peer_timeout,
-                lib.shutdown_timeout,
-                lib.rate_limit,
-                lib.rate_burst
-            )
+            (ours.dead_peer_timeout, ours.shutdown_timeout, ours.rate_limit, ours.rate_burst),
+            (lib.dead_peer_timeout, lib.shutdown_timeout, lib.rate_limit, lib.rate_burst)
         );
     }
 }

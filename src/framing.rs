@@ -28,22 +28,18 @@ pub struct LineReader {
     scanned: usize,
     max_line: usize,
     discarding: bool,
+    /// How much the next read asks for: small for a quiet peer, so an idle
+    /// connection holds little memory; doubled each time a read fills it,
+    /// so a flood of short lines costs few system calls.
+    read_size: usize,
 }
 
-/// Reads happen in chunks of at least this much, so a flood of short lines
-/// costs few system calls.
-const MIN_READ: usize = 16 * 1024;
+const FIRST_READ: usize = 512;
+const MAX_READ: usize = 64 * 1024;
 
 impl LineReader {
     pub fn new(max_line: usize) -> LineReader {
-        LineReader {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            scanned: 0,
-            max_line,
-            discarding: false,
-        }
+        LineReader { buf: Vec::new(), start: 0, end: 0, scanned: 0, max_line, discarding: false, read_size: FIRST_READ }
     }
 
     /// A reader with no line limit, for the server's lines.
@@ -60,17 +56,18 @@ impl LineReader {
     /// Call it only when `next_frame` has returned `None`.
     pub fn read_from<R: Read + ?Sized>(&mut self, source: &mut R) -> io::Result<usize> {
         self.make_room();
-        let n = source.read(&mut self.buf[self.end..])?;
+        let n = source.read(&mut self.buf[self.end..self.end + self.read_size])?;
         self.end += n;
+        if n == self.read_size {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        }
         Ok(n)
     }
 
     /// Returns the next complete line, or `None` when more bytes are needed.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         loop {
-            let newline = self.buf[self.scanned..self.end]
-                .iter()
-                .position(|&b| b == b'\n');
+            let newline = self.buf[self.scanned..self.end].iter().position(|&b| b == b'\n');
             let Some(offset) = newline else {
                 self.scanned = self.end;
                 if self.discarding {
@@ -116,13 +113,13 @@ impl LineReader {
             self.scanned = 0;
             self.start = 0;
             self.end = 0;
-        } else if self.start > 0 && self.buf.len() - self.end < MIN_READ {
+        } else if self.start > 0 && self.buf.len() - self.end < self.read_size {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.scanned -= self.start;
             self.start = 0;
         }
-        let want = self.end + MIN_READ;
+        let want = self.end + self.read_size;
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
@@ -180,17 +177,11 @@ mod tests {
     fn the_limit_counts_the_terminator() {
         let ok = format!("{}\n", "a".repeat(9));
         let long = format!("{}\n", "b".repeat(10));
-        assert_eq!(
-            frames(10, ok.as_bytes(), 4),
-            [format!("line {}", "a".repeat(9))]
-        );
+        assert_eq!(frames(10, ok.as_bytes(), 4), [format!("line {}", "a".repeat(9))]);
         assert_eq!(frames(10, long.as_bytes(), 4), ["too long"]);
         assert_eq!(frames(10, long.as_bytes(), 100), ["too long"]);
         let crlf = format!("{}\r\n", "c".repeat(9));
-        assert_eq!(
-            frames(10, crlf.as_bytes(), 1),
-            [format!("line {}", "c".repeat(9))]
-        );
+        assert_eq!(frames(10, crlf.as_bytes(), 1), [format!("line {}", "c".repeat(9))]);
     }
 
     #[test]
@@ -214,23 +205,22 @@ mod tests {
             }
         }
         assert_eq!(reported, 1);
-        assert!(
-            reader.buf.len() <= 4096 + 2 * MIN_READ,
-            "buffer grew to {}",
-            reader.buf.len()
-        );
+        assert!(reader.buf.len() <= 4096 + 2 * MAX_READ, "buffer grew to {}", reader.buf.len());
+    }
+
+    #[test]
+    fn a_quiet_peer_costs_a_small_buffer() {
+        let mut reader = LineReader::new(4096);
+        let mut src: &[u8] = b"JOIN Ana\n";
+        reader.read_from(&mut src).unwrap();
+        assert_eq!(reader.next_frame(), Some(Frame::Line("JOIN Ana")));
+        assert!(reader.buf.len() <= FIRST_READ, "buffer is {} bytes", reader.buf.len());
     }
 
     #[test]
     fn invalid_utf8_is_reported_and_the_stream_goes_on() {
-        assert_eq!(
-            frames(64, b"MSG \xff\xfe\nMSG ok\n", 3),
-            ["bad encoding", "line MSG ok"]
-        );
-        assert_eq!(
-            frames(64, b"\xc3\nMSG ok\n", 1),
-            ["bad encoding", "line MSG ok"]
-        );
+        assert_eq!(frames(64, b"MSG \xff\xfe\nMSG ok\n", 3), ["bad encoding", "line MSG ok"]);
+        assert_eq!(frames(64, b"\xc3\nMSG ok\n", 1), ["bad encoding", "line MSG ok"]);
     }
 
     #[test]

@@ -32,9 +32,7 @@ pub fn hints(bound: SocketAddr, interfaces: &[IpAddr]) -> Vec<String> {
     let port = bound.port();
     let ip = bound.ip();
     if ip.is_loopback() {
-        return vec![format!(
-            "only this computer can connect; to let others in, use --bind 0.0.0.0:{port}"
-        )];
+        return vec![format!("only this computer can connect; to let others in, use --bind 0.0.0.0:{port}")];
     }
     if !ip.is_unspecified() {
         return vec![format!("from another computer: chat --server {bound}")];
@@ -52,10 +50,7 @@ pub fn hints(bound: SocketAddr, interfaces: &[IpAddr]) -> Vec<String> {
     if reachable.is_empty() {
         return vec!["no network interface is up besides loopback: other computers cannot reach this one yet".into()];
     }
-    reachable
-        .iter()
-        .map(|addr| format!("from another computer: chat --server {addr}"))
-        .collect()
+    reachable.iter().map(|addr| format!("from another computer: chat --server {addr}")).collect()
 }
 
 #[cfg(test)]
@@ -69,10 +64,7 @@ mod tests {
     #[test]
     fn hints_name_each_lan_address() {
         let bound = "0.0.0.0:5000".parse().unwrap();
-        let lines = hints(
-            bound,
-            &ips(&["192.168.1.15", "10.0.0.2", "fe80::1", "2001:db8::5"]),
-        );
+        let lines = hints(bound, &ips(&["192.168.1.15", "10.0.0.2", "fe80::1", "2001:db8::5"]));
         assert_eq!(
             lines,
             [
@@ -80,28 +72,16 @@ mod tests {
                 "from another computer: chat --server 10.0.0.2:5000"
             ]
         );
-        let lines = hints(
-            "[::]:5000".parse().unwrap(),
-            &ips(&["192.168.1.15", "fe80::1", "2001:db8::5"]),
-        );
-        assert_eq!(
-            lines[1],
-            "from another computer: chat --server [2001:db8::5]:5000"
-        );
+        let lines = hints("[::]:5000".parse().unwrap(), &ips(&["192.168.1.15", "fe80::1", "2001:db8::5"]));
+        assert_eq!(lines[1], "from another computer: chat --server [2001:db8::5]:5000");
         assert_eq!(lines.len(), 2);
     }
 
     #[test]
     fn hints_for_loopback_and_for_no_network() {
         let lines = hints("127.0.0.1:4000".parse().unwrap(), &ips(&["192.168.1.15"]));
-        assert_eq!(
-            lines,
-            ["only this computer can connect; to let others in, use --bind 0.0.0.0:4000"]
-        );
+        assert_eq!(lines, ["only this computer can connect; to let others in, use --bind 0.0.0.0:4000"]);
         let lines = hints("0.0.0.0:5000".parse().unwrap(), &[]);
-        assert!(
-            lines[0].starts_with("no network interface is up"),
-            "{lines:?}"
-        );
+        assert!(lines[0].starts_with("no network interface is up"), "{lines:?}");
     }
 }

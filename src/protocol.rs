@@ -50,10 +50,7 @@ impl<'a> Request<'a> {
         } else {
             Err(Refusal::new(
                 ErrorCode::UnknownCommand,
-                format!(
-                    "unknown command {:?}; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT",
-                    Printable(verb)
-                ),
+                format!("unknown command {:?}; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT", Printable(verb)),
             ))
         }
     }
@@ -76,18 +73,12 @@ impl fmt::Display for Request<'_> {
 /// because an escape sequence in a message could take over readers' terminals.
 pub fn check_text(text: &str) -> Result<(), Refusal> {
     if text.is_empty() {
-        return Err(Refusal::new(
-            ErrorCode::Empty,
-            "empty message; type MSG <text>",
-        ));
+        return Err(Refusal::new(ErrorCode::Empty, "empty message; type MSG <text>"));
     }
     if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\t') {
         return Err(Refusal::new(
             ErrorCode::BadText,
-            format!(
-                "control character U+{:04X} in message; only tab is allowed",
-                c as u32
-            ),
+            format!("control character U+{:04X} in message; only tab is allowed", c as u32),
         ));
     }
     Ok(())
@@ -102,22 +93,13 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(code: ErrorCode, text: impl Into<String>) -> Refusal {
-        Refusal {
-            code,
-            text: text.into(),
-        }
+        Refusal { code, text: text.into() }
     }
 }
 
 impl From<NameError> for Refusal {
     fn from(err: NameError) -> Refusal {
-        Refusal::new(
-            ErrorCode::BadName,
-            format!(
-                "{err}; a name is 1 to {} letters, digits, _ - or .",
-                name::MAX_CHARS
-            ),
-        )
+        Refusal::new(ErrorCode::BadName, format!("{err}; a name is 1 to {} letters, digits, _ - or .", name::MAX_CHARS))
     }
 }
 
@@ -226,10 +208,7 @@ impl ServerLine {
         Ok(match verb {
             "HELLO" => {
                 let (server, text) = rest.split_once(' ').unwrap_or((rest, ""));
-                ServerLine::Hello {
-                    server: server.to_owned(),
-                    text: text.to_owned(),
-                }
+                ServerLine::Hello { server: server.to_owned(), text: text.to_owned() }
             }
             "OK" => match rest.split_once(' ') {
                 Some(("JOIN", name)) if !name.is_empty() => ServerLine::OkJoin(name.to_owned()),
@@ -242,26 +221,15 @@ impl ServerLine {
             }
             "MSG" => {
                 let (from, text) = rest.split_once(' ').ok_or_else(bad)?;
-                ServerLine::Msg {
-                    from: from.to_owned(),
-                    text: text.to_owned(),
-                }
+                ServerLine::Msg { from: from.to_owned(), text: text.to_owned() }
             }
             "JOINED" if !rest.is_empty() => ServerLine::Joined(rest.to_owned()),
             "LEFT" => {
                 let (name, reason) = rest.split_once(' ').ok_or_else(bad)?;
                 let reason = LeaveReason::from_word(reason).ok_or_else(bad)?;
-                ServerLine::Left {
-                    name: name.to_owned(),
-                    reason,
-                }
+                ServerLine::Left { name: name.to_owned(), reason }
             }
-            "NAMES" => ServerLine::Names(
-                rest.split(' ')
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            ),
+            "NAMES" => ServerLine::Names(rest.split(' ').filter(|n| !n.is_empty()).map(str::to_owned).collect()),
             "PONG" => ServerLine::Pong((!rest.is_empty()).then(|| rest.to_owned())),
             "BYE" => ServerLine::Bye(ByeReason::from_word(rest).ok_or_else(bad)?),
             _ => return Err(bad()),
@@ -295,11 +263,7 @@ pub struct MalformedLine(pub String);
 
 impl fmt::Display for MalformedLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "malformed line from the server: {:?}",
-            Printable(&self.0)
-        )
+        write!(f, "malformed line from the server: {:?}", Printable(&self.0))
     }
 }
 
@@ -380,25 +344,27 @@ mod tests {
 
     #[test]
     fn malformed_server_lines_are_errors() {
-        for line in [
-            "",
-            "OK",
-            "OK PART x",
-            "ERR NOPE x",
-            "LEFT Luis gone",
-            "BYE later",
-            "WHAT",
-        ] {
+        for line in ["", "OK", "OK PART x", "ERR NOPE x", "LEFT Luis gone", "BYE later", "WHAT"] {
             assert!(ServerLine::parse(line).is_err(), "{line:?} parsed");
         }
     }
 
     #[test]
     fn printable_escapes_control_characters_but_not_tab() {
-        assert_eq!(
-            Printable("a\u{1b}[31mb\tc\r").to_string(),
-            "a\\u{1b}[31mb\tc\\r"
-        );
+        assert_eq!(Printable("a\u{1b}[31mb\tc\r").to_string(), "a\\u{1b}[31mb\tc\\r");
         assert_eq!(Printable("José").to_string(), "José");
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    /// `docs/PROTOCOL.md` is a verbatim copy of the shared contract; where the
+    /// shared copy is beside the repository, the two must agree.
+    #[test]
+    fn the_protocol_copy_is_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let Ok(shared) = std::fs::read_to_string(root.join("../shared/PROTOCOL.md")) else { return };
+        let ours = std::fs::read_to_string(root.join("docs/PROTOCOL.md")).unwrap();
+        assert!(ours.ends_with(&shared), "docs/PROTOCOL.md differs from shared/PROTOCOL.md; copy it again");
     }
 }

@@ -5,8 +5,10 @@
 //! appends one line, whatever the number of members; each member reads the
 //! log from its own cursor and skips what it said itself. So everyone sees
 //! one order, a line is never copied per member, and a member that falls
-//! more than `max_lag` bytes behind is expelled (`LEFT <name> slow`) instead
-//! of holding anyone up.
+//! more than `max_lag` bytes behind while its socket is full is expelled
+//! (`LEFT <name> slow`) instead of holding anyone up. One that is behind only
+//! because its thread has not run yet is left alone, up to a hard limit that
+//! keeps the log's memory bounded whatever happens.
 //!
 //! This is the whole interface a connection needs: [`Room::join`], then the
 //! [`Membership`] it returns. A room spanning several servers would sit
@@ -31,6 +33,12 @@ pub struct Room {
     max_lag: u64,
 }
 
+/// How far behind a member may fall even while it keeps reading, as a
+/// multiple of `max_lag` (with a floor of `HARD_LAG_FLOOR`): past it, it is
+/// expelled all the same, so the log cannot grow without bound.
+const HARD_LAG_FACTOR: u64 = 8;
+const HARD_LAG_FLOOR: u64 = 64 << 20;
+
 #[derive(Debug, Default)]
 struct State {
     log: VecDeque<Entry>,
@@ -48,6 +56,9 @@ struct State {
     /// Readers waiting in `poll` for the log to grow.
     parked: Vec<Arc<Member>>,
     next_id: u64,
+    /// `head_bytes` before which no sweep is due: sweeps are O(members), so
+    /// at least a quarter of `max_lag` is appended between two.
+    next_sweep: u64,
 }
 
 #[derive(Debug)]
@@ -69,6 +80,8 @@ struct Member {
     end: AtomicU64,
     status: AtomicU8,
     parked: AtomicBool,
+    /// Whether its connection last found its socket full.
+    blocked: AtomicBool,
     waker: Arc<Wakeup>,
 }
 
@@ -97,11 +110,7 @@ impl Room {
     /// A room that expels a member once more than `max_lag` bytes of events
     /// wait for it.
     pub fn new(max_lag: usize) -> Arc<Room> {
-        Arc::new(Room {
-            state: Mutex::default(),
-            closed: AtomicBool::new(false),
-            max_lag: max_lag as u64,
-        })
+        Arc::new(Room { state: Mutex::default(), closed: AtomicBool::new(false), max_lag: max_lag as u64 })
     }
 
     /// Enters the room under `name`. Everyone else is told `JOINED`; the new
@@ -121,19 +130,16 @@ impl Room {
             end: AtomicU64::new(u64::MAX),
             status: AtomicU8::new(PRESENT),
             parked: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             waker,
             name,
         });
-        st.names
-            .insert(member.name.key().to_owned(), Arc::clone(&member));
+        st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
         st.readers.push(Arc::clone(&member));
         let line = ServerLine::Joined(member.name.to_string());
         let woken = self.append(st, member.id, line_of(&line));
         wake(woken);
-        Ok(Membership {
-            room: Arc::clone(self),
-            member,
-        })
+        Ok(Membership { room: Arc::clone(self), member })
     }
 
     /// The members' names, in the order they joined.
@@ -173,8 +179,9 @@ impl Room {
     #[must_use]
     fn append(&self, mut st: MutexGuard<'_, State>, from: u64, line: Line) -> Vec<Arc<Member>> {
         st.push(from, line);
-        if st.head_bytes - st.base_bytes > self.max_lag + self.max_lag / 4 {
+        if st.head_bytes - st.base_bytes > self.max_lag + self.max_lag / 4 && st.head_bytes >= st.next_sweep {
             st.sweep(self.max_lag);
+            st.next_sweep = st.head_bytes + self.max_lag / 4;
         }
         std::mem::take(&mut st.parked)
     }
@@ -197,21 +204,14 @@ impl State {
     }
 
     fn names(&self) -> Vec<String> {
-        let present = self
-            .readers
-            .iter()
-            .filter(|m| m.status.load(Ordering::SeqCst) == PRESENT);
+        let present = self.readers.iter().filter(|m| m.status.load(Ordering::SeqCst) == PRESENT);
         present.map(|m| m.name.to_string()).collect()
     }
 
     fn push(&mut self, from: u64, line: Line) {
         self.head_bytes += line.len() as u64;
         let end_bytes = self.head_bytes;
-        self.log.push_back(Entry {
-            from,
-            line,
-            end_bytes,
-        });
+        self.log.push_back(Entry { from, line, end_bytes });
     }
 
     /// Expels the readers more than `max_lag` bytes behind, then forgets the
@@ -226,7 +226,8 @@ impl State {
                     n => self.log[n as usize - 1].end_bytes,
                 }
             };
-            let keep = behind <= max_lag;
+            let hard_limit = (max_lag * HARD_LAG_FACTOR).max(HARD_LAG_FLOOR);
+            let keep = behind <= max_lag || (behind <= hard_limit && !m.blocked.load(Ordering::SeqCst));
             if !keep {
                 expelled.push(Arc::clone(m));
             }
@@ -236,10 +237,7 @@ impl State {
             let was_present = member.status.swap(EXPELLED, Ordering::SeqCst) == PRESENT;
             if was_present {
                 self.names.remove(member.name.key());
-                let line = ServerLine::Left {
-                    name: member.name.to_string(),
-                    reason: LeaveReason::Slow,
-                };
+                let line = ServerLine::Left { name: member.name.to_string(), reason: LeaveReason::Slow };
                 self.push(member.id, line_of(&line));
             }
             member.waker.wake();
@@ -249,11 +247,7 @@ impl State {
 
     /// Drops the log entries below every reader's cursor.
     fn trim(&mut self) {
-        let oldest = self
-            .readers
-            .iter()
-            .map(|m| m.cursor.load(Ordering::SeqCst))
-            .min();
+        let oldest = self.readers.iter().map(|m| m.cursor.load(Ordering::SeqCst)).min();
         let keep_from = oldest.unwrap_or_else(|| self.head());
         while self.base < keep_from {
             let entry = self.log.pop_front().expect("cursor beyond the log");
@@ -272,9 +266,7 @@ pub struct Membership {
 
 impl fmt::Debug for Membership {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Membership")
-            .field("name", &self.member.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Membership").field("name", &self.member.name).finish_non_exhaustive()
     }
 }
 
@@ -328,12 +320,7 @@ impl Membership {
     pub fn leave(&self, reason: LeaveReason) -> u64 {
         let mut st = self.room.lock();
         let end = st.head();
-        if self
-            .member
-            .status
-            .compare_exchange(PRESENT, LEFT, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if self.member.status.compare_exchange(PRESENT, LEFT, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return end;
         }
         self.member.end.store(end, Ordering::SeqCst);
@@ -341,13 +328,15 @@ impl Membership {
         if self.room.is_closed() {
             return end;
         }
-        let line = ServerLine::Left {
-            name: self.member.name.to_string(),
-            reason,
-        };
+        let line = ServerLine::Left { name: self.member.name.to_string(), reason };
         let woken = self.room.append(st, self.member.id, line_of(&line));
         wake(woken);
         end
+    }
+
+    /// Tells the room whether this member's socket was found full.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.member.blocked.store(blocked, Ordering::SeqCst);
     }
 
     /// Whether the room expelled this member for falling behind.
@@ -357,21 +346,13 @@ impl Membership {
 
     /// Moves up to `max` events from the cursor to `out`, stopping before
     /// sequence number `limit` and skipping this member's own events.
-    pub fn fetch(
-        &self,
-        limit: u64,
-        out: &mut VecDeque<Line>,
-        max: usize,
-    ) -> Result<Fetched, Expelled> {
+    pub fn fetch(&self, limit: u64, out: &mut VecDeque<Line>, max: usize) -> Result<Fetched, Expelled> {
         let st = self.room.lock();
         if self.is_expelled() {
             return Err(Expelled);
         }
         let start = self.cursor();
-        let end = st
-            .head()
-            .min(limit)
-            .min(self.member.end.load(Ordering::SeqCst));
+        let end = st.head().min(limit).min(self.member.end.load(Ordering::SeqCst));
         let mut seq = start;
         let mut taken = 0;
         while seq < end && taken < max {
@@ -383,10 +364,7 @@ impl Membership {
             seq += 1;
         }
         self.member.cursor.store(seq, Ordering::SeqCst);
-        Ok(Fetched {
-            advanced: seq - start,
-            more: seq < end,
-        })
+        Ok(Fetched { advanced: seq - start, more: seq < end })
     }
 
     /// Registers for a wake-up when the log grows. Returns false, and
@@ -428,16 +406,13 @@ mod tests {
     }
 
     fn join(room: &Arc<Room>, name: &str) -> Membership {
-        room.join(Name::parse(name).unwrap(), Arc::new(Wakeup::new().unwrap()))
-            .unwrap()
+        room.join(Name::parse(name).unwrap(), Arc::new(Wakeup::new().unwrap())).unwrap()
     }
 
     fn read_all(m: &Membership) -> Vec<String> {
         let mut out = VecDeque::new();
         while m.fetch(u64::MAX, &mut out, 2).unwrap().more {}
-        out.iter()
-            .map(|l| String::from_utf8(l.to_vec()).unwrap().trim_end().to_owned())
-            .collect()
+        out.iter().map(|l| String::from_utf8(l.to_vec()).unwrap().trim_end().to_owned()).collect()
     }
 
     #[test]
@@ -456,10 +431,7 @@ mod tests {
     fn names_are_unique_until_their_owner_leaves() {
         let room = room(1 << 20);
         let carlos = join(&room, "Carlos");
-        let taken = room.join(
-            Name::parse("CARLOS").unwrap(),
-            Arc::new(Wakeup::new().unwrap()),
-        );
+        let taken = room.join(Name::parse("CARLOS").unwrap(), Arc::new(Wakeup::new().unwrap()));
         assert_eq!(taken.unwrap_err(), JoinError::Taken("Carlos".into()));
         let watcher = join(&room, "Ana");
         carlos.leave(LeaveReason::Exit);
@@ -487,6 +459,7 @@ mod tests {
         let room = room(1000);
         let reader = join(&room, "reader");
         let sleeper = join(&room, "sleeper");
+        sleeper.set_blocked(true);
         let talker = join(&room, "talker");
         read_all(&reader);
         for i in 0..200 {
@@ -495,17 +468,29 @@ mod tests {
             read_all(&talker);
         }
         assert!(sleeper.is_expelled());
-        assert_eq!(
-            sleeper.fetch(u64::MAX, &mut VecDeque::new(), 10),
-            Err(Expelled)
-        );
+        assert_eq!(sleeper.fetch(u64::MAX, &mut VecDeque::new(), 10), Err(Expelled));
         assert_eq!(room.names(), ["reader", "talker"]);
         let st = room.lock();
-        assert!(
-            st.head_bytes - st.base_bytes <= 1250,
-            "log holds {} bytes",
-            st.head_bytes - st.base_bytes
-        );
+        assert!(st.head_bytes - st.base_bytes <= 1250, "log holds {} bytes", st.head_bytes - st.base_bytes);
+    }
+
+    #[test]
+    fn a_member_behind_but_still_reading_is_kept_until_the_hard_limit() {
+        let room = room(1000);
+        let waiting = join(&room, "waiting");
+        let talker = join(&room, "talker");
+        for i in 0..100 {
+            talker.say(&format!("message {i}")).unwrap();
+            read_all(&talker);
+        }
+        assert!(!waiting.is_expelled(), "a member that is only waiting for its turn was expelled");
+        assert_eq!(read_all(&waiting).len(), 101);
+        let line = "x".repeat(64 << 10);
+        for _ in 0..(HARD_LAG_FLOOR >> 16) + 1 {
+            talker.say(&line).unwrap();
+            read_all(&talker);
+        }
+        assert!(waiting.is_expelled(), "the log grew past the hard limit");
     }
 
     #[test]
@@ -522,10 +507,7 @@ mod tests {
         let ana = join(&room, "Ana");
         room.close();
         assert_eq!(ana.say("late"), Err(Closed));
-        let late = room.join(
-            Name::parse("Luis").unwrap(),
-            Arc::new(Wakeup::new().unwrap()),
-        );
+        let late = room.join(Name::parse("Luis").unwrap(), Arc::new(Wakeup::new().unwrap()));
         assert_eq!(late.unwrap_err(), JoinError::Closed);
         assert!(!ana.park());
     }

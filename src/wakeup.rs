@@ -28,9 +28,7 @@ impl Wakeup {
         for fd in [&read, &write] {
             fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         }
-        Ok(Wakeup {
-            pipe: (read, write),
-        })
+        Ok(Wakeup { pipe: (read, write) })
     }
 
     /// Makes the descriptor readable. Never blocks: a wake-up already

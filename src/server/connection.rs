@@ -15,9 +15,7 @@ use super::registry::Ticket;
 use super::Context;
 use crate::framing::{Frame, LineReader};
 use crate::name::Name;
-use crate::protocol::{
-    ByeReason, ErrorCode, LeaveReason, Printable, Refusal, Request, ServerLine, SERVER_ID,
-};
+use crate::protocol::{ByeReason, ErrorCode, LeaveReason, Printable, Refusal, Request, ServerLine, SERVER_ID};
 use crate::room::{JoinError, Membership};
 use crate::wakeup::Wakeup;
 
@@ -73,23 +71,12 @@ impl Connection {
             throttle: Throttle::new(ctx.config.rate_limit, ctx.config.rate_burst),
         };
         let input = LineReader::new(ctx.config.max_line);
-        Connection {
-            ctx,
-            stream,
-            peer,
-            waker,
-            input,
-            session,
-            _ticket: ticket,
-        }
+        Connection { ctx, stream, peer, waker, input, session, _ticket: ticket }
     }
 
     pub fn run(mut self) {
         self.ctx.log.debug(format_args!("{}: connected", self.peer));
-        let hello = ServerLine::Hello {
-            server: SERVER_ID.into(),
-            text: "type JOIN <name> to enter".into(),
-        };
+        let hello = ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() };
         self.session.out.reply(0, &hello);
         let end = self.serve();
         self.finish(end);
@@ -102,19 +89,23 @@ impl Connection {
             if self.ctx.room.is_closed() {
                 return End::Shutdown;
             }
-            if let Some(end) = self.handle_input(end_of_input) {
-                return end;
-            }
-            match self
-                .session
-                .out
-                .flush(&self.stream, self.session.member.as_ref())
-            {
+            let paused = match self.handle_input(end_of_input) {
+                Ok(paused) => paused,
+                Err(end) => return end,
+            };
+            match self.session.out.flush(&self.stream, self.session.member.as_ref()) {
                 Ok(_) => {}
                 Err(FlushError::Expelled) => return End::Slow,
                 Err(FlushError::Io(e)) => return End::Failed(e),
             }
-            let want_read = !end_of_input && self.session.may_read();
+            let may_read = self.session.may_read();
+            if paused && may_read {
+                // Flood control let more lines through meanwhile.
+                continue;
+            }
+            // While lines read earlier wait, reading more would only grow the
+            // buffer: TCP holds the sender back instead.
+            let want_read = !end_of_input && !paused && may_read;
             let want_write = self.session.out.is_blocked();
             if !want_write && self.session.member.as_ref().is_some_and(|m| !m.park()) {
                 continue;
@@ -142,11 +133,7 @@ impl Connection {
                 match self.input.read_from(&mut &self.stream) {
                     Ok(0) => end_of_input = true,
                     Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                        ) => {}
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                     Err(e) => return End::Failed(e),
                 }
             }
@@ -154,27 +141,27 @@ impl Connection {
     }
 
     /// Handles the complete lines read so far, as far as flood control and the
-    /// reply backlog allow.
-    fn handle_input(&mut self, end_of_input: bool) -> Option<End> {
+    /// reply backlog allow. `Ok(true)` when it paused with lines perhaps still
+    /// waiting, `Ok(false)` when it needs more input.
+    fn handle_input(&mut self, end_of_input: bool) -> Result<bool, End> {
         while self.session.may_read() {
             let frame = match self.input.next_frame() {
                 Some(frame) => frame,
                 None if end_of_input => {
                     // A last line without its `\n` still counts.
-                    let last = self.input.finish();
-                    if let Some(end) = last.and_then(|frame| self.session.handle(frame)) {
-                        return Some(end);
+                    if let Some(end) = self.input.finish().and_then(|frame| self.session.handle(frame)) {
+                        return Err(end);
                     }
-                    return Some(End::InputClosed);
+                    return Err(End::InputClosed);
                 }
-                None => return None,
+                None => return Ok(false),
             };
             self.session.throttle.take();
             if let Some(end) = self.session.handle(frame) {
-                return Some(end);
+                return Err(end);
             }
         }
-        None
+        Ok(true)
     }
 
     /// Says goodbye as the reason for ending asks, and closes.
@@ -202,27 +189,20 @@ impl Connection {
             (None, _) => 0,
         };
         if let End::Failed(e) = &end {
-            self.ctx
-                .log
-                .debug(format_args!("{}: connection failed: {e}", self.peer));
+            self.ctx.log.debug(format_args!("{}: connection failed: {e}", self.peer));
         }
         let bye = match end {
             End::Exit => Some((ByeReason::Exit, LINGER)),
             End::Shutdown => Some((ByeReason::Shutdown, self.ctx.config.shutdown_timeout)),
             End::JoinTimeout => {
-                let refusal = Refusal::new(
-                    ErrorCode::Timeout,
-                    "no JOIN in time; connect again and type JOIN <name>",
-                );
+                let refusal = Refusal::new(ErrorCode::Timeout, "no JOIN in time; connect again and type JOIN <name>");
                 session.out.reply(0, &ServerLine::Err(refusal));
                 Some((ByeReason::Timeout, LINGER))
             }
             End::InputClosed => None,
             End::Slow if !session.out.is_mid_line() => {
                 // Its socket is most likely full: one try, no waiting.
-                session
-                    .out
-                    .reply(end_seq, &ServerLine::Bye(ByeReason::Slow));
+                session.out.reply(end_seq, &ServerLine::Bye(ByeReason::Slow));
                 let _ = session.out.flush(&self.stream, None);
                 return;
             }
@@ -244,11 +224,7 @@ impl Connection {
     fn drain(&mut self, deadline: Instant) -> bool {
         let mut end_of_input = false;
         loop {
-            match self
-                .session
-                .out
-                .flush(&self.stream, self.session.member.as_ref())
-            {
+            match self.session.out.flush(&self.stream, self.session.member.as_ref()) {
                 Ok(true) => return true,
                 Ok(false) => {}
                 Err(_) => return false,
@@ -283,8 +259,7 @@ impl Connection {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match wait(&self.stream, &self.waker, true, false, Some(left)) {
-                Ok(ready) if ready.readable && !left.is_zero() => match discard_input(&self.stream)
-                {
+                Ok(ready) if ready.readable && !left.is_zero() => match discard_input(&self.stream) {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
@@ -307,11 +282,7 @@ impl Session {
     }
 
     fn refuse(&mut self, refusal: Refusal) {
-        self.ctx.log.debug(format_args!(
-            "{}: ERR {}",
-            self.peer,
-            Printable(&refusal.to_string())
-        ));
+        self.ctx.log.debug(format_args!("{}: ERR {}", self.peer, Printable(&refusal.to_string())));
         let at = self.now();
         self.out.reply(at, &ServerLine::Err(refusal));
     }
@@ -325,10 +296,9 @@ impl Session {
                 ErrorCode::TooLong,
                 format!("line longer than {max} bytes (newline included); it was discarded"),
             )),
-            Frame::BadEncoding => Err(Refusal::new(
-                ErrorCode::BadEncoding,
-                "line is not valid UTF-8; it was discarded",
-            )),
+            Frame::BadEncoding => {
+                Err(Refusal::new(ErrorCode::BadEncoding, "line is not valid UTF-8; it was discarded"))
+            }
         };
         match request {
             Ok(request) => self.execute(request),
@@ -345,14 +315,10 @@ impl Session {
             (Request::Exit, _) => return Some(End::Exit),
             (Request::Ping(token), _) => {
                 let at = self.now();
-                self.out
-                    .reply(at, &ServerLine::Pong(token.map(str::to_owned)));
+                self.out.reply(at, &ServerLine::Pong(token.map(str::to_owned)));
             }
             (Request::Join(_), Some(member)) => {
-                let text = format!(
-                    "already joined as {}; EXIT and connect again to change name",
-                    member.name()
-                );
+                let text = format!("already joined as {}; EXIT and connect again to change name", member.name());
                 self.refuse(Refusal::new(ErrorCode::AlreadyJoined, text));
             }
             (Request::Join(raw), None) => return self.join(raw),
@@ -381,19 +347,13 @@ impl Session {
         match self.ctx.room.join(name, Arc::clone(&self.waker)) {
             Ok(member) => {
                 let at = member.cursor();
-                self.out
-                    .reply(at, &ServerLine::OkJoin(member.name().to_string()));
-                self.ctx
-                    .log
-                    .info(format_args!("{} joined from {}", member.name(), self.peer));
+                self.out.reply(at, &ServerLine::OkJoin(member.name().to_string()));
+                self.ctx.log.info(format_args!("{} joined from {}", member.name(), self.peer));
                 self.member = Some(member);
                 None
             }
             Err(JoinError::Taken(holder)) => {
-                self.refuse(Refusal::new(
-                    ErrorCode::NameTaken,
-                    format!("{holder} is taken; choose another name"),
-                ));
+                self.refuse(Refusal::new(ErrorCode::NameTaken, format!("{holder} is taken; choose another name")));
                 None
             }
             Err(JoinError::Closed) => Some(End::Shutdown),
@@ -406,14 +366,7 @@ impl Session {
 fn discard_input(stream: &TcpStream) -> io::Result<usize> {
     let mut buf = [0u8; 4096];
     match (&*stream).read(&mut buf) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(1)
-        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(1),
         result => result,
     }
 }
@@ -426,26 +379,15 @@ struct Ready {
     woken: bool,
 }
 
-fn wait(
-    stream: &TcpStream,
-    waker: &Wakeup,
-    read: bool,
-    write: bool,
-    timeout: Option<Duration>,
-) -> io::Result<Ready> {
+fn wait(stream: &TcpStream, waker: &Wakeup, read: bool, write: bool, timeout: Option<Duration>) -> io::Result<Ready> {
     let mut events = PollFlags::empty();
     events.set(PollFlags::POLLIN, read);
     events.set(PollFlags::POLLOUT, write);
-    let mut fds = [
-        PollFd::new(stream.as_fd(), events),
-        PollFd::new(waker.as_fd(), PollFlags::POLLIN),
-    ];
+    let mut fds = [PollFd::new(stream.as_fd(), events), PollFd::new(waker.as_fd(), PollFlags::POLLIN)];
     let timeout = match timeout {
         // Rounded up: waking a little early would spin.
-        Some(t) => {
-            PollTimeout::try_from(t.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
-                .unwrap_or(PollTimeout::MAX)
-        }
+        Some(t) => PollTimeout::try_from(t.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX),
         None => PollTimeout::NONE,
     };
     match poll(&mut fds, timeout) {
@@ -476,12 +418,7 @@ struct Throttle {
 impl Throttle {
     fn new(per_second: u32, burst: u32) -> Throttle {
         let burst = burst.max(1) as f64;
-        Throttle {
-            per_second: per_second as f64,
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
+        Throttle { per_second: per_second as f64, burst, tokens: burst, last: Instant::now() }
     }
 
     fn unlimited(&self) -> bool {
@@ -493,8 +430,7 @@ impl Throttle {
             return true;
         }
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second)
-            .min(self.burst);
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.burst);
         self.last = now;
         self.tokens >= 1.0
     }
@@ -507,7 +443,6 @@ impl Throttle {
 
     /// How long until the next line may be read, if reading is paused.
     fn wait(&self) -> Option<Duration> {
-        (!self.unlimited() && self.tokens < 1.0)
-            .then(|| Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+        (!self.unlimited() && self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
     }
 }

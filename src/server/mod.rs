@@ -91,17 +91,12 @@ impl Server {
             log: Log::new(config.verbosity),
             config,
         };
-        Ok(Server {
-            listener,
-            ctx: Arc::new(ctx),
-        })
+        Ok(Server { listener, ctx: Arc::new(ctx) })
     }
 
     /// The address really bound (with the port chosen for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` fires, then stops accepting, delivers what was
@@ -147,13 +142,11 @@ impl Server {
             match self.listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
-                    self.ctx.log.error(format_args!("cannot accept a connection: {e}; raise the open-file limit (ulimit -n) if this repeats"));
+                    self.ctx.log.error(format_args!(
+                        "cannot accept a connection: {e}; raise the open-file limit (ulimit -n) if this repeats"
+                    ));
                     // Out of descriptors, most likely: let some connections end.
                     thread::sleep(Duration::from_millis(50));
                     return;
@@ -166,51 +159,28 @@ impl Server {
         let ctx = &self.ctx;
         let waker = match Wakeup::new() {
             Ok(waker) => Arc::new(waker),
-            Err(e) => {
-                return self.refuse(
-                    stream,
-                    peer,
-                    &format!("cannot make a wake-up descriptor: {e}"),
-                )
-            }
+            Err(e) => return self.refuse(stream, peer, &format!("cannot make a wake-up descriptor: {e}")),
         };
         let Some(ticket) = ctx.registry.admit(Arc::clone(&waker)) else {
-            return self.refuse(
-                stream,
-                peer,
-                &format!("server full ({} connections)", ctx.registry.max()),
-            );
+            return self.refuse(stream, peer, &format!("server full ({} connections)", ctx.registry.max()));
         };
         if let Err(e) = socket::configure(&stream, ctx.config.dead_peer_timeout) {
-            ctx.log
-                .error(format_args!("{peer}: cannot set socket options: {e}"));
+            ctx.log.error(format_args!("{peer}: cannot set socket options: {e}"));
             return;
         }
         let connection = Connection::new(Arc::clone(ctx), stream, peer, waker, ticket);
-        let spawned = thread::Builder::new()
-            .stack_size(THREAD_STACK)
-            .spawn(move || connection.run());
+        let spawned = thread::Builder::new().stack_size(THREAD_STACK).spawn(move || connection.run());
         if let Err(e) = spawned {
-            ctx.log.error(format_args!(
-                "{peer}: cannot start a thread: {e}; lower --max-clients"
-            ));
+            ctx.log.error(format_args!("{peer}: cannot start a thread: {e}; lower --max-clients"));
         }
     }
 
     /// Turns a connection away with `ERR FULL` and `BYE full`.
     fn refuse(&self, stream: TcpStream, peer: SocketAddr, why: &str) {
-        self.ctx
-            .log
-            .info(format_args!("{peer}: turned away: {why}"));
+        self.ctx.log.info(format_args!("{peer}: turned away: {why}"));
         let lines = [
-            ServerLine::Hello {
-                server: SERVER_ID.into(),
-                text: "type JOIN <name> to enter".into(),
-            },
-            ServerLine::Err(Refusal::new(
-                ErrorCode::Full,
-                format!("{why}; try again later"),
-            )),
+            ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() },
+            ServerLine::Err(Refusal::new(ErrorCode::Full, format!("{why}; try again later"))),
             ServerLine::Bye(ByeReason::Full),
         ];
         let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
@@ -224,12 +194,8 @@ impl Server {
 fn bind_error(addr: SocketAddr, e: io::Error) -> anyhow::Error {
     let hint = match e.kind() {
         io::ErrorKind::AddrInUse => "is another chatd running? choose another port with --bind",
-        io::ErrorKind::PermissionDenied => {
-            "ports below 1024 need privileges; choose another port with --bind"
-        }
-        io::ErrorKind::AddrNotAvailable => {
-            "that address is not on this computer; try --bind 0.0.0.0:PORT"
-        }
+        io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; choose another port with --bind",
+        io::ErrorKind::AddrNotAvailable => "that address is not on this computer; try --bind 0.0.0.0:PORT",
         _ => "check --bind",
     };
     anyhow!("cannot listen on {addr}: {e}; {hint}")

@@ -68,15 +68,11 @@ impl Outbox {
 
     /// Writes until everything is sent or the socket is full.
     /// Returns true when nothing is left to send.
-    pub fn flush(
-        &mut self,
-        stream: &TcpStream,
-        member: Option<&Membership>,
-    ) -> Result<bool, FlushError> {
+    pub fn flush(&mut self, stream: &TcpStream, member: Option<&Membership>) -> Result<bool, FlushError> {
         loop {
             self.refill(member)?;
             if self.batch.is_empty() {
-                self.blocked = false;
+                self.set_blocked(false, member);
                 return Ok(true);
             }
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.batch.len());
@@ -86,11 +82,22 @@ impl Outbox {
                 Ok(0) => return Err(FlushError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => self.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked = true;
+                    self.set_blocked(true, member);
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(FlushError::Io(e)),
+            }
+        }
+    }
+
+    /// Notes whether the client is keeping up, and tells the room: only a
+    /// member whose socket is full can be expelled as slow.
+    fn set_blocked(&mut self, blocked: bool, member: Option<&Membership>) {
+        if self.blocked != blocked {
+            self.blocked = blocked;
+            if let Some(member) = member {
+                member.set_blocked(blocked);
             }
         }
     }
@@ -110,10 +117,7 @@ impl Outbox {
             let limit = self.replies.front().map_or(u64::MAX, |(at, _)| *at);
             let room_for = MAX_BATCH - self.batch.len();
             let fetched = member.fetch(limit, &mut self.batch, room_for)?;
-            let reply_due = self
-                .replies
-                .front()
-                .is_some_and(|(at, _)| *at <= member.cursor());
+            let reply_due = self.replies.front().is_some_and(|(at, _)| *at <= member.cursor());
             if fetched.advanced == 0 && !reply_due {
                 break;
             }

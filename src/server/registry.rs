@@ -29,11 +29,7 @@ pub(crate) struct Ticket {
 
 impl Registry {
     pub fn new(max: usize) -> Arc<Registry> {
-        Arc::new(Registry {
-            open: Mutex::default(),
-            closed_one: Condvar::new(),
-            max,
-        })
+        Arc::new(Registry { open: Mutex::default(), closed_one: Condvar::new(), max })
     }
 
     /// A place for one more connection, or `None` at the client limit.
@@ -45,10 +41,7 @@ impl Registry {
         open.next += 1;
         let id = open.next;
         open.wakers.insert(id, waker);
-        Some(Ticket {
-            registry: Arc::clone(self),
-            id,
-        })
+        Some(Ticket { registry: Arc::clone(self), id })
     }
 
     pub fn len(&self) -> usize {
@@ -72,11 +65,7 @@ impl Registry {
             if open.wakers.is_empty() || now >= deadline {
                 return open.wakers.len();
             }
-            open = self
-                .closed_one
-                .wait_timeout(open, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            open = self.closed_one.wait_timeout(open, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 

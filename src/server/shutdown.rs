@@ -23,11 +23,7 @@ impl ShutdownSignal {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        Ok(ShutdownSignal {
-            read,
-            write,
-            requested: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(ShutdownSignal { read, write, requested: Arc::new(AtomicBool::new(false)) })
     }
 
     /// A signal fired by SIGTERM and SIGINT. While the first is being handled,
@@ -36,11 +32,7 @@ impl ShutdownSignal {
     pub fn on_signals() -> io::Result<ShutdownSignal> {
         let signal = ShutdownSignal::new()?;
         for sig in [SIGTERM, SIGINT] {
-            signal_hook::flag::register_conditional_shutdown(
-                sig,
-                128 + sig,
-                Arc::clone(&signal.requested),
-            )?;
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&signal.requested))?;
             signal_hook::flag::register(sig, Arc::clone(&signal.requested))?;
             signal_hook::low_level::pipe::register(sig, signal.write.try_clone()?)?;
         }

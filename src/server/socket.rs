@@ -76,14 +76,8 @@ mod tests {
                 t.idle_detection()
             );
             assert!(t.user_timeout_ms as u64 <= secs * 1000, "{secs}s: {t:?}");
-            assert!(
-                t.idle_secs >= 1 && t.interval_secs >= 1 && t.probes >= 1,
-                "{secs}s: {t:?}"
-            );
-            assert!(
-                t.idle_secs + t.probes * t.interval_secs <= secs as u32,
-                "{secs}s: {t:?}"
-            );
+            assert!(t.idle_secs >= 1 && t.interval_secs >= 1 && t.probes >= 1, "{secs}s: {t:?}");
+            assert!(t.idle_secs + t.probes * t.interval_secs <= secs as u32, "{secs}s: {t:?}");
         }
     }
 }
