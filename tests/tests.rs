@@ -2,4 +2,7 @@
 
 mod util;
 
+mod server_faults;
+mod server_input;
 mod server_protocol;
+mod server_room;

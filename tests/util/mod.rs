@@ -57,21 +57,12 @@ impl Chatd {
         let addr = first
             .trim()
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "chatd's first line was {first:?}; stderr: {}",
-                    stderr.0.lock().unwrap()
-                )
-            })
+            .unwrap_or_else(|| panic!("chatd's first line was {first:?}; stderr: {}", stderr.0.lock().unwrap()))
             .parse()
             .expect("an address");
         // Keep draining stdout so chatd never blocks on it.
         thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Chatd {
-            child,
-            addr,
-            stderr,
-        }
+        Chatd { child, addr, stderr }
     }
 
     pub fn pid(&self) -> i32 {
@@ -94,8 +85,7 @@ impl Chatd {
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
-            .expect("signal chatd");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal chatd");
     }
 
     /// Waits for chatd to exit, failing the test after `PATIENCE`.
@@ -105,11 +95,7 @@ impl Chatd {
             if let Some(status) = self.child.try_wait().expect("wait for chatd") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "chatd did not exit; stderr:\n{}",
-                self.stderr()
-            );
+            assert!(Instant::now() < deadline, "chatd did not exit; stderr:\n{}", self.stderr());
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -126,10 +112,7 @@ impl Chatd {
         let mut log = log.lock().unwrap();
         while !log.contains(text) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "chatd never logged {text:?}; its log:\n{log}"
-            );
+            assert!(!left.is_zero(), "chatd never logged {text:?}; its log:\n{log}");
             log = changed.wait_timeout(log, left).unwrap().0;
         }
     }
@@ -156,11 +139,7 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect to chatd");
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        Client {
-            reader,
-            stream,
-            pings: 0,
-        }
+        Client { reader, stream, pings: 0 }
     }
 
     pub fn stream(&self) -> &TcpStream {
@@ -177,8 +156,7 @@ impl Client {
 
     /// The next line, without its `\n`; fails after `PATIENCE` or at EOF.
     pub fn recv(&mut self) -> String {
-        self.try_recv()
-            .unwrap_or_else(|| panic!("connection closed while a line was expected"))
+        self.try_recv().unwrap_or_else(|| panic!("connection closed while a line was expected"))
     }
 
     /// The next line, or `None` at EOF.
@@ -187,12 +165,7 @@ impl Client {
         match self.reader.read_until(b'\n', &mut line) {
             Ok(0) => None,
             Ok(_) => {
-                assert_eq!(
-                    line.pop(),
-                    Some(b'\n'),
-                    "line without newline: {:?}",
-                    String::from_utf8_lossy(&line)
-                );
+                assert_eq!(line.pop(), Some(b'\n'), "line without newline: {:?}", String::from_utf8_lossy(&line));
                 Some(String::from_utf8(line).expect("server lines are UTF-8"))
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
@@ -207,10 +180,7 @@ impl Client {
 
     pub fn expect_prefix(&mut self, prefix: &str) -> String {
         let got = self.recv();
-        assert!(
-            got.starts_with(prefix),
-            "expected a line starting {prefix:?}, got {got:?}"
-        );
+        assert!(got.starts_with(prefix), "expected a line starting {prefix:?}, got {got:?}");
         got
     }
 
@@ -246,11 +216,7 @@ impl Client {
     /// Reads until the server closes; the last line must be `last`.
     pub fn expect_closed_after(&mut self, last: &str) -> Vec<String> {
         let lines = self.recv_all();
-        assert_eq!(
-            lines.last().map(String::as_str),
-            Some(last),
-            "all lines: {lines:?}"
-        );
+        assert_eq!(lines.last().map(String::as_str), Some(last), "all lines: {lines:?}");
         lines
     }
 
