@@ -16,6 +16,14 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad usage: an unknown option or a bad value (clap's own status).
     pub const USAGE: u8 = 2;
+    /// A client could not connect (refused, unreachable, not a chat server, full).
+    pub const CONNECT: u8 = 3;
+    /// A client's name was taken or invalid.
+    pub const NAME: u8 = 4;
+    /// A client lost its connection: the server shut down, dropped it, or vanished.
+    pub const LOST: u8 = 5;
+    /// The server refused something the client sent (`chat-send`: a line).
+    pub const REFUSED: u8 = 6;
 }
 
 const CHATD_ABOUT: &str = "The minichat room server: everyone connected talks in one room";
@@ -110,6 +118,139 @@ impl ChatdArgs {
     }
 }
 
+/// Ends a binary: prints the error once, as `PROGRAM: error: context`, and
+/// maps it to its exit status. A closed pipe anywhere in the chain ends
+/// quietly with 0, as `chat-tail | head` must.
+pub fn finish(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    let Err(err) = result else { return std::process::ExitCode::from(exit::OK) };
+    let broken_pipe = err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return std::process::ExitCode::from(exit::OK);
+    }
+    eprintln!("{program}: {err:#}");
+    let code = if let Some(e) = err.downcast_ref::<crate::client::ClientError>() {
+        e.exit_code()
+    } else if let Some(e) = err.downcast_ref::<crate::send::SendError>() {
+        e.exit_code()
+    } else {
+        exit::FAILURE
+    };
+    std::process::ExitCode::from(code)
+}
+
+/// The server a client talks to: shared by the three clients.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerOpt {
+    /// The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given).
+    #[arg(short, long, value_name = "HOST[:PORT]", env = "CHAT_SERVER", default_value = crate::client::DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// `chat`'s options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat",
+    version,
+    about = "Talk in a minichat room from an interactive prompt",
+    long_about = "Talk in a minichat room from an interactive prompt.
+
+Lines you type are sent as messages; what others say appears above the prompt without \
+disturbing the line you are typing. Commands: /who lists the room, /quit (or Ctrl-D) \
+leaves, /help shows this list; start a message with // to send a line that begins with /. \
+Ctrl-C clears the line. History is kept in $XDG_STATE_HOME/minichat/history \
+(~/.local/state/minichat/history).
+
+With standard input not a terminal (echo hi | chat), each input line is sent as a message \
+and the room's events are printed until input ends."
+)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub server: ServerOpt,
+
+    /// The name to join as; asked for when not given (your login name when input is not a terminal).
+    #[arg(short, long, value_name = "NAME", env = "CHAT_NAME")]
+    pub name: Option<String>,
+}
+
+/// `chat-send`'s options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-send",
+    version,
+    about = "Send messages to a minichat room from arguments or standard input",
+    long_about = "Send messages to a minichat room from arguments or standard input.
+
+With TEXT, sends it as one message. Without, sends each line of standard input as one \
+message until end of input (empty lines are skipped). Exits 0 only after the server has \
+confirmed that it accepted every line; otherwise says how many lines were sent and where \
+it stopped. A line the protocol refuses (too long, control characters, not UTF-8) stops \
+it with an error naming the line; nothing is ever truncated."
+)]
+pub struct ChatSendArgs {
+    #[command(flatten)]
+    pub server: ServerOpt,
+
+    /// The name to send as [default: your login name].
+    #[arg(short, long, value_name = "NAME", env = "CHAT_NAME")]
+    pub name: Option<String>,
+
+    /// The message to send; several words are joined with spaces. Without it, standard input is sent.
+    #[arg(value_name = "TEXT", trailing_var_arg = true)]
+    pub text: Vec<String>,
+}
+
+/// `chat-tail`'s options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-tail",
+    version,
+    about = "Print a minichat room's events, one per line, for pipelines",
+    long_about = "Print a minichat room's events, one per line, for pipelines.
+
+Each event is printed and flushed as it arrives: `Ana: hola`, `* Luis joined`, \
+`* Luis left (lost)`; or the protocol lines with --raw, or one JSON object per line with \
+--json. Control characters in what others wrote are shown escaped, never passed to the \
+terminal. A closed standard output (chat-tail | head -3) ends it quietly with status 0."
+)]
+pub struct ChatTailArgs {
+    #[command(flatten)]
+    pub server: ServerOpt,
+
+    /// The name to join as [default: $CHAT_NAME or your login name, with -tail after it, so it
+    /// never collides with your own chat].
+    #[arg(short, long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Print the protocol lines as they come (MSG Ana hola).
+    #[arg(long, conflicts_with = "json")]
+    pub raw: bool,
+
+    /// Print one JSON object per line: {"event":"msg","from":"Ana","text":"hola"}.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit after N messages.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Print messages only, not joins and leaves.
+    #[arg(short = 'm', long)]
+    pub messages_only: bool,
+}
+
+impl ChatTailArgs {
+    pub fn format(&self) -> crate::client::Format {
+        use crate::client::Format;
+        match (self.raw, self.json) {
+            (true, _) => Format::Raw,
+            (_, true) => Format::Json,
+            _ => Format::Human,
+        }
+    }
+}
+
 /// `HOST:PORT`, `[V6]:PORT`, or a port alone.
 pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
@@ -163,6 +304,9 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         ChatdArgs::command().debug_assert();
+        ChatArgs::command().debug_assert();
+        ChatSendArgs::command().debug_assert();
+        ChatTailArgs::command().debug_assert();
     }
 
     #[test]

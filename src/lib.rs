@@ -2,10 +2,13 @@
 //! line protocol (`shared/PROTOCOL.md`, summarised in `docs/protocol.md`).
 
 pub mod cli;
+pub mod client;
 pub mod framing;
 pub mod lan;
 pub mod name;
 pub mod protocol;
 pub mod room;
+pub mod send;
 pub mod server;
+pub mod tail;
 pub mod wakeup;

@@ -2,6 +2,8 @@
 
 mod util;
 
+mod clients_pipeline;
+
 mod server_faults;
 mod server_input;
 mod server_protocol;

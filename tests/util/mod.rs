@@ -17,6 +17,9 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 pub fn bin(name: &str) -> std::path::PathBuf {
     match name {
         "chatd" => env!("CARGO_BIN_EXE_chatd").into(),
+        "chat" => env!("CARGO_BIN_EXE_chat").into(),
+        "chat-send" => env!("CARGO_BIN_EXE_chat-send").into(),
+        "chat-tail" => env!("CARGO_BIN_EXE_chat-tail").into(),
         other => panic!("no binary {other}"),
     }
 }

@@ -1,0 +1,2 @@
+//! chat (placeholder while it is written).
+fn main() {}

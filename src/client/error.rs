@@ -1,0 +1,97 @@
+//! Why a client stopped: each case says what went wrong and what to do next,
+//! and maps to the exit status its binary reports (see `cli::exit`).
+
+use std::fmt;
+use std::io;
+
+use crate::cli::exit;
+use crate::protocol::{ByeReason, Refusal};
+
+#[derive(Debug)]
+pub enum ClientError {
+    /// No connection could be made.
+    Connect { server: String, source: io::Error },
+    /// The server answered, but not with `HELLO`.
+    NotChatd { server: String, first: String },
+    /// The server is at its client limit.
+    Full { server: String, text: String },
+    /// The name was taken or invalid.
+    NameRefused { name: String, refusal: Refusal },
+    /// The connection ended without our asking.
+    Lost { server: String, detail: String },
+    /// The server said `BYE` without our asking.
+    Bye { server: String, reason: ByeReason },
+    /// The server refused a request.
+    Refused(Refusal),
+    /// A line from the server that is not the protocol.
+    Protocol(crate::protocol::MalformedLine),
+}
+
+impl ClientError {
+    /// The exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Connect { .. } | ClientError::NotChatd { .. } | ClientError::Full { .. } => exit::CONNECT,
+            ClientError::NameRefused { .. } => exit::NAME,
+            ClientError::Lost { .. } | ClientError::Bye { .. } | ClientError::Protocol(_) => exit::LOST,
+            ClientError::Refused(_) => exit::REFUSED,
+        }
+    }
+}
+
+const SERVER_HINT: &str = "(set --server or CHAT_SERVER)";
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect { server, source } => {
+                let (what, hint) = match source.kind() {
+                    io::ErrorKind::ConnectionRefused => ("connection refused", "is chatd running there?"),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                        ("no answer", "is the address right, and does a firewall let the port through?")
+                    }
+                    io::ErrorKind::NotFound => ("no such host", "is the name spelled right?"),
+                    io::ErrorKind::InvalidInput => ("not an address", "write HOST or HOST:PORT"),
+                    _ if source.raw_os_error() == Some(nix::libc::ENETUNREACH) => {
+                        ("network unreachable", "is this computer on the LAN?")
+                    }
+                    _ if source.raw_os_error() == Some(nix::libc::EHOSTUNREACH) => {
+                        ("host unreachable", "is that computer on and on this LAN?")
+                    }
+                    _ => return write!(f, "cannot connect to {server}: {source} {SERVER_HINT}"),
+                };
+                write!(f, "cannot connect to {server}: {what} — {hint} {SERVER_HINT}")
+            }
+            ClientError::NotChatd { server, first } => {
+                write!(f, "{server} is not a chat server (it said {first:?}) {SERVER_HINT}")
+            }
+            ClientError::Full { server, text } => write!(f, "{server} is full: {text}"),
+            ClientError::NameRefused { name, refusal } => {
+                write!(f, "cannot join as {name:?}: {} (set --name or CHAT_NAME)", refusal.text)
+            }
+            ClientError::Lost { server, detail } if server.is_empty() => write!(f, "connection lost: {detail}"),
+            ClientError::Lost { server, detail } => write!(f, "connection to {server} lost: {detail}"),
+            ClientError::Bye { server, reason } => {
+                let why = match reason {
+                    ByeReason::Shutdown => "the server shut down",
+                    ByeReason::Slow => "this client fell too far behind and was dropped",
+                    ByeReason::Timeout => "the server timed this connection out",
+                    ByeReason::Full => "the server is full",
+                    ByeReason::Exit => "the server said goodbye",
+                };
+                write!(f, "{server}: {why}")
+            }
+            ClientError::Refused(refusal) => write!(f, "the server refused: {} {}", refusal.code, refusal.text),
+            ClientError::Protocol(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Connect { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

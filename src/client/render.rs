@@ -1,0 +1,136 @@
+//! How a room event is shown: for people, as protocol lines, or as JSON. Text
+//! from the network never reaches a terminal raw: control characters are
+//! shown escaped, so nobody's escape sequence can take over a screen.
+
+use std::fmt::Write;
+
+use crate::protocol::{Printable, ServerLine};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `Ana: hola`, `* Luis joined`, `* Luis left (lost)`
+    Human,
+    /// The protocol line as the server sent it
+    Raw,
+    /// One JSON object per line: `{"event":"msg","from":"Ana","text":"hola"}`
+    Json,
+}
+
+/// The event as one line (without newline), or `None` for lines that are not
+/// room events or replies a person needs to see.
+pub fn render(line: &ServerLine, format: Format) -> Option<String> {
+    match format {
+        Format::Human => human(line),
+        Format::Raw => is_event(line).then(|| Printable(&line.to_string()).to_string()),
+        Format::Json => json(line),
+    }
+}
+
+fn is_event(line: &ServerLine) -> bool {
+    matches!(line, ServerLine::Msg { .. } | ServerLine::Joined(_) | ServerLine::Left { .. })
+}
+
+fn human(line: &ServerLine) -> Option<String> {
+    Some(match line {
+        ServerLine::Msg { from, text } => format!("{}: {}", Printable(from), Printable(text)),
+        ServerLine::Joined(name) => format!("* {} joined", Printable(name)),
+        ServerLine::Left { name, reason } => format!("* {} left ({reason})", Printable(name)),
+        ServerLine::Names(names) => {
+            let names: Vec<String> = names.iter().map(|n| Printable(n).to_string()).collect();
+            format!("* in the room: {}", names.join(", "))
+        }
+        ServerLine::Err(refusal) => format!("! {}", Printable(&refusal.text)),
+        _ => return None,
+    })
+}
+
+fn json(line: &ServerLine) -> Option<String> {
+    let mut out = String::from("{");
+    let mut field = |key: &str, value: &str| {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{key}\":");
+        json_string(&mut out, value);
+    };
+    match line {
+        ServerLine::Msg { from, text } => {
+            field("event", "msg");
+            field("from", from);
+            field("text", text);
+        }
+        ServerLine::Joined(name) => {
+            field("event", "joined");
+            field("name", name);
+        }
+        ServerLine::Left { name, reason } => {
+            field("event", "left");
+            field("name", name);
+            field("reason", reason.as_str());
+        }
+        _ => return None,
+    }
+    out.push('}');
+    Some(out)
+}
+
+fn json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::LeaveReason;
+
+    fn msg(from: &str, text: &str) -> ServerLine {
+        ServerLine::Msg { from: from.into(), text: text.into() }
+    }
+
+    #[test]
+    fn each_format() {
+        let left = ServerLine::Left { name: "Luis".into(), reason: LeaveReason::Lost };
+        let cases = [
+            (msg("Ana", "hola"), Format::Human, "Ana: hola"),
+            (ServerLine::Joined("Luis".into()), Format::Human, "* Luis joined"),
+            (left.clone(), Format::Human, "* Luis left (lost)"),
+            (ServerLine::Names(vec!["Ana".into(), "Luis".into()]), Format::Human, "* in the room: Ana, Luis"),
+            (msg("Ana", "hola"), Format::Raw, "MSG Ana hola"),
+            (left.clone(), Format::Raw, "LEFT Luis lost"),
+            (
+                msg("Ana", "dice \"hola\"\t\\"),
+                Format::Json,
+                r#"{"event":"msg","from":"Ana","text":"dice \"hola\"\t\\"}"#,
+            ),
+            (left, Format::Json, r#"{"event":"left","name":"Luis","reason":"lost"}"#),
+        ];
+        for (line, format, want) in cases {
+            assert_eq!(render(&line, format).as_deref(), Some(want), "{line:?} as {format:?}");
+        }
+        assert_eq!(render(&ServerLine::Pong(None), Format::Raw), None);
+        assert_eq!(render(&ServerLine::Names(vec![]), Format::Json), None);
+    }
+
+    #[test]
+    fn control_characters_from_the_network_never_reach_the_terminal() {
+        let evil = msg("Eve", "\u{1b}]0;pwned\u{7}\u{1b}[2J");
+        for format in [Format::Human, Format::Raw, Format::Json] {
+            let shown = render(&evil, format).unwrap();
+            assert!(!shown.chars().any(|c| c.is_control() && c != '\t'), "{format:?}: {shown:?}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! chat-send and chat-tail as a shell uses them: real processes, real pipes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+use crate::util::{bin, Chatd, Client, PATIENCE};
+
+/// A client binary aimed at `chatd`, with no name or server from the
+/// environment of whoever runs the tests.
+fn tool(chatd: &Chatd, name: &str) -> Command {
+    aimed_at(chatd, Command::new(bin(name)))
+}
+
+fn aimed_at(chatd: &Chatd, mut command: Command) -> Command {
+    command.env("CHAT_SERVER", chatd.addr.to_string()).env_remove("CHAT_NAME").env("USER", "tester");
+    command
+}
+
+fn run_with_input(command: &mut Command, input: &[u8]) -> Output {
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Starts `chat-tail ARGS` and waits until `watcher` has seen it join.
+fn start_tail(chatd: &Chatd, watcher: &mut Client, args: &[&str], name: &str) -> std::process::Child {
+    let mut command = tool(chatd, "chat-tail");
+    command.args(["--name", name]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    watcher.expect(&format!("JOINED {name}"));
+    child
+}
+
+#[test]
+fn a_thousand_lines_piped_to_chat_send_arrive_complete_and_in_order_at_chat_tail() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let tail = start_tail(&chatd, &mut watcher, &["--count", "1000"], "tail");
+    let input: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    let sent = run_with_input(tool(&chatd, "chat-send").args(["--name", "seq"]), input.as_bytes());
+    assert!(sent.status.success(), "chat-send failed: {}", stderr(&sent));
+    let out = tail.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    let want: Vec<String> =
+        std::iter::once("* seq joined".to_owned()).chain((1..=1000).map(|i| format!("seq: {i}"))).collect();
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn chat_send_sends_its_arguments_as_one_message() {
+    let chatd = Chatd::start(&[]);
+    let mut ana = chatd.join("Ana");
+    let out = tool(&chatd, "chat-send").args(["-n", "bot", "hola", "a", "todos"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ana.sync(), ["JOINED bot", "MSG bot hola a todos", "LEFT bot exit"]);
+}
+
+#[test]
+fn chat_send_takes_its_name_from_the_login_and_skips_empty_lines() {
+    let chatd = Chatd::start(&[]);
+    let mut ana = chatd.join("Ana");
+    let out = run_with_input(&mut tool(&chatd, "chat-send"), b"one\n\n\r\ntwo\r\nthree");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = ana.sync();
+    assert_eq!(seen, ["JOINED tester", "MSG tester one", "MSG tester two", "MSG tester three", "LEFT tester exit"]);
+}
+
+#[test]
+fn a_line_the_protocol_refuses_stops_chat_send_naming_the_line() {
+    let chatd = Chatd::start(&[]);
+    let mut ana = chatd.join("Ana");
+    let long = "x".repeat(5000);
+    let input = format!("fine\nalso fine\n{long}\nnever sent\n");
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), input.as_bytes());
+    assert_eq!(out.status.code(), Some(6));
+    assert!(stderr(&out).contains("line 3 is 5000 bytes"), "{}", stderr(&out));
+    let seen = ana.sync();
+    assert_eq!(&seen[..3], ["JOINED bot", "MSG bot fine", "MSG bot also fine"]);
+    assert!(!seen.iter().any(|l| l.contains("never sent")), "{seen:?}");
+
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot2"]), b"ok\n\x1b[31mred\n");
+    assert_eq!(out.status.code(), Some(6));
+    assert!(stderr(&out).contains("line 2 has a control character U+001B"), "{}", stderr(&out));
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot3"]), b"\xff\xfe\n");
+    assert_eq!(out.status.code(), Some(6));
+    assert!(stderr(&out).contains("line 1 is not UTF-8"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_line_the_server_refuses_makes_chat_send_fail_saying_where() {
+    let chatd = Chatd::start(&["--max-line", "64"]);
+    let input = format!("short\n{}\n", "y".repeat(100));
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), input.as_bytes());
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the server refused one of lines 1 to 2: TOO_LONG"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TOO_LONG"), "{}", stderr(&out));
+}
+
+#[test]
+fn chat_send_against_no_server_fails_clearly() {
+    let chatd = Chatd::start(&[]);
+    let addr = chatd.addr;
+    drop(chatd);
+    let out = Command::new(bin("chat-send")).args(["--server", &addr.to_string(), "hi"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let want = format!("chat-send: cannot connect to {addr}: connection refused — is chatd running there?");
+    assert!(stderr(&out).starts_with(&want), "{}", stderr(&out));
+}
+
+#[test]
+fn a_taken_name_is_a_clear_error_with_its_own_status() {
+    let chatd = Chatd::start(&[]);
+    let _ana = chatd.join("Ana");
+    let out = tool(&chatd, "chat-send").args(["-n", "ana", "hi"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("cannot join as \"ana\": Ana is taken"), "{}", stderr(&out));
+}
+
+#[test]
+fn chat_send_reports_a_server_that_dies_mid_stream() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut child =
+        tool(&chatd, "chat-send").args(["-n", "bot"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"before\n").unwrap();
+    input.flush().unwrap();
+    watcher.expect("JOINED bot");
+    drop(chatd);
+    let _ = input.write_all(b"after\n");
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+}
+
+#[test]
+fn chat_tail_prints_human_raw_and_json_forms() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let human = start_tail(&chatd, &mut watcher, &["--count", "1"], "human");
+    let raw = start_tail(&chatd, &mut watcher, &["--count", "1", "--raw"], "raw");
+    let json = start_tail(&chatd, &mut watcher, &["--count", "1", "--json", "--messages-only"], "json");
+    let mut ana = chatd.join("Ana");
+    ana.send("MSG dice \"hola\"");
+    ana.sync();
+    let text = |child: std::process::Child| String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(text(human), "* raw joined\n* json joined\n* Ana joined\nAna: dice \"hola\"\n");
+    assert_eq!(text(raw), "JOINED json\nJOINED Ana\nMSG Ana dice \"hola\"\n");
+    assert_eq!(text(json), "{\"event\":\"msg\",\"from\":\"Ana\",\"text\":\"dice \\\"hola\\\"\"}\n");
+}
+
+#[test]
+fn chat_tail_names_itself_after_the_login_and_never_collides() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let first = tool(&chatd, "chat-tail").stdout(Stdio::null()).spawn().unwrap();
+    watcher.expect("JOINED tester-tail");
+    let second = tool(&chatd, "chat-tail").stdout(Stdio::null()).spawn().unwrap();
+    watcher.expect("JOINED tester-tail2");
+    let third = tool(&chatd, "chat-tail").env("CHAT_NAME", "ana").stdout(Stdio::null()).spawn().unwrap();
+    watcher.expect("JOINED ana-tail");
+    for mut child in [first, second, third] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+#[test]
+fn chat_tail_into_head_ends_quietly_with_status_0() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let tail = bin("chat-tail").display().to_string();
+    let script = format!("set -o pipefail; '{tail}' --name t | head -n 2 >/dev/null");
+    let mut child =
+        aimed_at(&chatd, Command::new("bash")).args(["-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    watcher.expect("JOINED t");
+    // chat-tail learns that head is gone only when it next writes: keep
+    // the room talking until the pipeline ends.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        watcher.send("MSG tick");
+        watcher.sync();
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "chat-tail | head never ended");
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "pipeline status {status}, stderr {err:?}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn chat_tail_says_when_the_server_shuts_down() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut tail = start_tail(&chatd, &mut watcher, &[], "tail");
+    let mut stdout = BufReader::new(tail.stdout.take().unwrap());
+    chatd.join("Ana").send("MSG last words");
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "* Ana joined\n");
+    chatd.signal(nix::sys::signal::Signal::SIGTERM);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "Ana: last words\n", "accepted before the shutdown, so delivered");
+    let out = tail.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let want = format!("chat-tail: {}: the server shut down\n", chatd.addr);
+    assert_eq!(stderr(&out), want);
+}
