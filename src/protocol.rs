@@ -69,6 +69,20 @@ impl fmt::Display for Request<'_> {
     }
 }
 
+/// The longest `MSG` text a client can send to a server on the default line
+/// limit: the limit less `MSG `, and the newline.
+pub const MAX_TEXT: usize = DEFAULT_MAX_LINE - "MSG \n".len();
+
+/// What a client checks before sending a message, so that a line the server
+/// would refuse is refused at once, with the same words.
+pub fn check_outgoing(text: &str) -> Result<(), Refusal> {
+    if text.len() > MAX_TEXT {
+        let why = format!("message has {} bytes, more than the {MAX_TEXT} a line holds", text.len());
+        return Err(Refusal::new(ErrorCode::TooLong, why));
+    }
+    check_text(text)
+}
+
 /// Checks the text of a `MSG`: not empty, and no control character but tab,
 /// because an escape sequence in a message could take over readers' terminals.
 pub fn check_text(text: &str) -> Result<(), Refusal> {

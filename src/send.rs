@@ -12,9 +12,6 @@ use crate::cli::{exit, ChatSendArgs};
 use crate::client::{self, ClientError, Receiver};
 use crate::protocol::{self, ByeReason, Refusal, Request, ServerLine};
 
-/// The longest message text: the line limit less `MSG `, and the newline.
-pub const MAX_TEXT: usize = protocol::DEFAULT_MAX_LINE - "MSG ".len() - 1;
-
 /// Lines between two progress `PING`s.
 const CONFIRM_EVERY: u64 = 1024;
 
@@ -145,10 +142,7 @@ impl Run {
         }
         let bad = |why: String| SendError::BadLine { number, why };
         let text = std::str::from_utf8(raw).map_err(|_| bad("is not UTF-8".into()))?;
-        if text.len() > MAX_TEXT {
-            return Err(bad(format!("is {} bytes; a message holds at most {MAX_TEXT}", text.len())));
-        }
-        protocol::check_text(text).map_err(|refusal| bad(format!("has a {}", after_prefix(&refusal.text))))?;
+        protocol::check_outgoing(text).map_err(|refusal| bad(format!("is refused: {}", refusal.text)))?;
         self.send(&Request::Msg(text))?;
         self.sent += 1;
         self.last_line = number;
@@ -210,11 +204,6 @@ impl Run {
     fn lost(&self, error: ClientError) -> SendError {
         SendError::Client { error, confirmed: self.confirmed }
     }
-}
-
-/// `control character U+001B in message; …` → `control character U+001B`.
-fn after_prefix(text: &str) -> &str {
-    text.split(" in message").next().unwrap_or(text)
 }
 
 /// The reader thread: hands on `PONG`s, refusals and the end of the connection.

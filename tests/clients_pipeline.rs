@@ -78,14 +78,18 @@ fn a_line_the_protocol_refuses_stops_chat_send_naming_the_line() {
     let input = format!("fine\nalso fine\n{long}\nnever sent\n");
     let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), input.as_bytes());
     assert_eq!(out.status.code(), Some(6));
-    assert!(stderr(&out).contains("line 3 is 5000 bytes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 3 is refused: message has 5000 bytes, more than the 4091 a line holds"),
+        "{}",
+        stderr(&out)
+    );
     let seen = ana.sync();
     assert_eq!(&seen[..3], ["JOINED bot", "MSG bot fine", "MSG bot also fine"]);
     assert!(!seen.iter().any(|l| l.contains("never sent")), "{seen:?}");
 
     let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot2"]), b"ok\n\x1b[31mred\n");
     assert_eq!(out.status.code(), Some(6));
-    assert!(stderr(&out).contains("line 2 has a control character U+001B"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 2 is refused: control character U+001B in message"), "{}", stderr(&out));
     let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot3"]), b"\xff\xfe\n");
     assert_eq!(out.status.code(), Some(6));
     assert!(stderr(&out).contains("line 1 is not UTF-8"), "{}", stderr(&out));
