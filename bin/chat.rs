@@ -1,2 +1,17 @@
-//! chat (placeholder while it is written).
-fn main() {}
+//! chat: the interactive client. Parses options, runs the library's REPL.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use minichat::cli::{exit, ChatArgs};
+
+fn main() -> ExitCode {
+    let args = ChatArgs::parse();
+    match minichat::repl::run(&args) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            eprintln!("chat: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod framing;
 pub mod lan;
 pub mod name;
 pub mod protocol;
+pub mod repl;
 pub mod room;
 pub mod send;
 pub mod server;

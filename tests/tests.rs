@@ -2,6 +2,7 @@
 
 mod util;
 
+mod chat_repl;
 mod clients_pipeline;
 
 mod server_faults;

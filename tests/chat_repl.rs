@@ -1,0 +1,346 @@
+//! `chat`, the interactive client, driven in a real terminal (tmux) as a
+//! person would; and its plain mode, driven through pipes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use crate::util::tmux::{has_line, last_line, quote, Tmux};
+use crate::util::{bin, Chatd, PATIENCE};
+
+/// A directory of the test's own, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static DIRS: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("minichat-chat-{}-{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The shell command that runs `chat` against `chatd` with its state in
+/// `state`, then shows its exit status as `EXITED:<status>`.
+fn chat_command(chatd: &Chatd, state: &Path, args: &str) -> String {
+    format!(
+        "env -u CHAT_NAME -u CHAT_SERVER XDG_STATE_HOME={} {} --server {} {args}; echo EXITED:$?",
+        quote(&state.display().to_string()),
+        quote(&bin("chat").display().to_string()),
+        chatd.addr,
+    )
+}
+
+/// `chat` in a terminal, asked for its name, answering `name`.
+fn chat_as(chatd: &Chatd, state: &Path, name: &str) -> Tmux {
+    let tmux = Tmux::start(&chat_command(chatd, state, ""));
+    tmux.wait_for_line("name:");
+    tmux.type_line(name);
+    tmux.wait_for_line(&format!("{name}>"));
+    tmux
+}
+
+#[test]
+fn a_name_typed_at_the_prompt_joins_and_messages_go_both_ways() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let ana = Tmux::start(&chat_command(&chatd, state.path(), ""));
+    ana.wait_for_line("name:");
+    ana.type_line("Ana");
+    bob.expect("JOINED Ana");
+    ana.wait_for_line("Ana>");
+    ana.type_line("hola Bob");
+    bob.expect("MSG Ana hola Bob");
+    bob.send("MSG hola Ana");
+    ana.wait_for_line("Bob: hola Ana");
+}
+
+#[test]
+fn a_message_arrives_above_the_line_being_typed_without_breaking_it() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let ana = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    ana.type_text("hello wor");
+    ana.wait_for_line("Ana> hello wor");
+    bob.send("MSG are you there?");
+    ana.wait_for("Bob's message above the half-typed line", |screen| {
+        has_line(screen, "Bob: are you there?") && last_line(screen) == "Ana> hello wor"
+    });
+    ana.type_line("ld");
+    bob.expect("MSG Ana hello world");
+}
+
+#[test]
+fn history_is_kept_across_runs_without_the_name() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let first = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    first.type_line("remember me");
+    bob.expect("MSG Ana remember me");
+    first.type_line("/quit");
+    first.wait_for_line("EXITED:0");
+    bob.expect("LEFT Ana exit");
+    drop(first);
+
+    let file = state.path().join("minichat/history");
+    let history = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(has_line(&history, "remember me"), "history: {history:?}");
+    assert!(!has_line(&history, "Ana") && !has_line(&history, "/quit"), "history: {history:?}");
+
+    let second = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    second.press("Up");
+    second.wait_for_line("Ana> remember me");
+}
+
+#[test]
+fn a_taken_name_is_asked_again_on_the_same_connection() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut holder = chatd.join("Ana");
+    let state = TempDir::new();
+    let chat = Tmux::start(&chat_command(&chatd, state.path(), ""));
+    chat.wait_for_line("name:");
+    chat.type_line("Ana");
+    chat.wait_for("that Ana is taken, and the name prompt again", |screen| {
+        screen.contains("Ana is taken") && last_line(screen) == "name:"
+    });
+    chat.type_line("Ana2");
+    holder.expect("JOINED Ana2");
+    chat.wait_for_line("Ana2>");
+}
+
+#[test]
+fn who_lists_the_room_and_quit_exits_0() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let ana = Tmux::start(&chat_command(&chatd, state.path(), "--name Ana2"));
+    bob.expect("JOINED Ana2");
+    ana.wait_for_line("Ana2>");
+    ana.type_line("/who");
+    ana.wait_for_line("* in the room: Bob, Ana2");
+    ana.type_line("/quit");
+    ana.wait_for_line("EXITED:0");
+    bob.expect("LEFT Ana2 exit");
+}
+
+#[test]
+fn slash_lines_are_commands_unless_doubled() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let ana = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    ana.type_line("/nope");
+    ana.wait_for("a hint for /nope", |screen| screen.contains("unknown command /nope: /help lists the commands"));
+    ana.type_line("//etc/hosts is a file");
+    // Had `/nope` been sent, it would have come first.
+    bob.expect("MSG Ana /etc/hosts is a file");
+}
+
+#[test]
+fn a_line_the_server_would_refuse_is_refused_before_sending() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let ana = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    ana.type_line(&"x".repeat(4092));
+    ana.wait_for_line("not sent: message has 4092 bytes, more than the 4091 a line holds");
+    // Ctrl-V inserts the next key as it is: here an escape character.
+    ana.type_text("esc");
+    ana.press("C-v");
+    ana.press("Escape");
+    ana.press("Enter");
+    ana.wait_for_line("not sent: control character U+001B in message; only tab is allowed");
+    ana.type_line(&"y".repeat(4091));
+    // The first line Bob gets: neither refused line was sent.
+    bob.expect(&format!("MSG Ana {}", "y".repeat(4091)));
+}
+
+#[test]
+fn a_server_shutdown_ends_chat_with_status_5_and_a_usable_terminal() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let state = TempDir::new();
+    // After chat, the shell reads a line: that works only if the terminal
+    // echoes again and ends lines at Enter.
+    let command = chat_command(&chatd, state.path(), "--name Ana") + "; read line; echo GOT:$line";
+    let ana = Tmux::start(&command);
+    ana.wait_for_line("Ana>");
+    ana.type_text("half typed");
+    ana.wait_for_line("Ana> half typed");
+    chatd.signal(nix::sys::signal::Signal::SIGTERM);
+    let screen = ana.wait_for_line("EXITED:5");
+    assert!(screen.contains("the server shut down"), "{screen}");
+    ana.type_line("still works");
+    ana.wait_for_line("GOT:still works");
+    assert!(has_line(&ana.screen(), "still works"), "the typed line was not echoed:\n{}", ana.screen());
+}
+
+#[test]
+fn a_person_slower_than_the_join_timeout_still_joins() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&["--join-timeout", "1s"]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let ana = Tmux::start(&chat_command(&chatd, state.path(), ""));
+    ana.wait_for_line("name:");
+    // Connected after chat: once it is timed out, so is chat.
+    let mut probe = chatd.connect();
+    probe.expect_prefix("ERR TIMEOUT");
+    probe.expect("BYE timeout");
+    ana.type_line("Ana");
+    bob.expect("JOINED Ana");
+    ana.wait_for_line("Ana>");
+}
+
+/// Starts `chat ARGS…` with pipes for its standard streams.
+fn spawn_plain(chatd: &Chatd, args: &[&str]) -> Child {
+    Command::new(bin("chat"))
+        .args(["--server", &chatd.addr.to_string()])
+        .args(args)
+        .env_remove("CHAT_NAME")
+        .env_remove("CHAT_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat")
+}
+
+/// Waits for a child's output, failing after `PATIENCE`.
+fn output(child: Child) -> Output {
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || done.send(child.wait_with_output()));
+    result.recv_timeout(PATIENCE).expect("chat did not exit in time").expect("wait for chat")
+}
+
+#[test]
+fn without_a_terminal_each_input_line_is_a_message_and_events_are_printed() {
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let mut chat = spawn_plain(&chatd, &["--name", "Pipe"]);
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin.write_all(b"one\n").unwrap();
+    bob.expect("JOINED Pipe");
+    bob.expect("MSG Pipe one");
+    bob.send("MSG hi Pipe");
+    bob.expect_quiet();
+    stdin.write_all(b"two\n").unwrap();
+    drop(stdin);
+    bob.expect("MSG Pipe two");
+    bob.expect("LEFT Pipe exit");
+    let out = output(chat);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Bob: hi Pipe\n", "stderr: {stderr}");
+}
+
+#[test]
+fn without_a_terminal_a_taken_name_exits_4() {
+    let chatd = Chatd::start(&[]);
+    let _bob = chatd.join("Bob");
+    let chat = spawn_plain(&chatd, &["--name", "Bob"]);
+    let out = output(chat);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "stderr: {stderr}");
+    assert!(stderr.contains("Bob is taken"), "stderr: {stderr}");
+}
+
+#[test]
+fn nothing_listening_exits_3_and_says_so() {
+    let out = Command::new(bin("chat"))
+        .args(["--server", "127.0.0.1:1", "--name", "Ana"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat");
+    let out = output(out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("cannot connect to 127.0.0.1:1: connection refused"), "stderr: {stderr}");
+}
+
+#[test]
+fn ctrl_c_clears_the_line_and_ctrl_d_leaves() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let ana = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    ana.type_text("oops");
+    ana.wait_for_line("Ana> oops");
+    ana.press("C-c");
+    ana.wait_for("an empty prompt after Ctrl-C", |screen| last_line(screen) == "Ana>");
+    ana.type_line("fine");
+    bob.expect("MSG Ana fine");
+    ana.press("C-d");
+    ana.wait_for_line("EXITED:0");
+    bob.expect("LEFT Ana exit");
+}
+
+#[test]
+fn a_history_that_cannot_be_kept_is_a_warning() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new();
+    let not_a_dir = state.path().join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let ana = chat_as(&chatd, &not_a_dir, "Ana");
+    bob.expect("JOINED Ana");
+    ana.wait_for("a warning about the history", |screen| screen.contains("no history is kept this time"));
+    ana.type_line("still here");
+    bob.expect("MSG Ana still here");
+}
