@@ -4,6 +4,7 @@ mod util;
 
 mod chat_repl;
 mod clients_pipeline;
+mod generated_docs;
 
 mod server_faults;
 mod server_input;
