@@ -2,38 +2,13 @@
 //! person would; and its plain mode, driven through pipes.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
 use crate::util::tmux::{has_line, last_line, quote, Tmux};
-use crate::util::{bin, Chatd, PATIENCE};
-
-/// A directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static DIRS: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("minichat-chat-{}-{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::util::{bin, Chatd, TempDir, PATIENCE};
 
 /// The shell command that runs `chat` against `chatd` with its state in
 /// `state`, then shows its exit status as `EXITED:<status>`.
@@ -62,7 +37,7 @@ fn a_name_typed_at_the_prompt_joins_and_messages_go_both_ways() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let ana = Tmux::start(&chat_command(&chatd, state.path(), ""));
     ana.wait_for_line("name:");
     ana.type_line("Ana");
@@ -81,7 +56,7 @@ fn a_message_arrives_above_the_line_being_typed_without_breaking_it() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let ana = chat_as(&chatd, state.path(), "Ana");
     bob.expect("JOINED Ana");
     ana.type_text("hello wor");
@@ -101,7 +76,7 @@ fn history_is_kept_across_runs_without_the_name() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let first = chat_as(&chatd, state.path(), "Ana");
     bob.expect("JOINED Ana");
     first.type_line("remember me");
@@ -129,7 +104,7 @@ fn a_taken_name_is_asked_again_on_the_same_connection() {
     }
     let chatd = Chatd::start(&[]);
     let mut holder = chatd.join("Ana");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let chat = Tmux::start(&chat_command(&chatd, state.path(), ""));
     chat.wait_for_line("name:");
     chat.type_line("Ana");
@@ -148,7 +123,7 @@ fn who_lists_the_room_and_quit_exits_0() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let ana = Tmux::start(&chat_command(&chatd, state.path(), "--name Ana2"));
     bob.expect("JOINED Ana2");
     ana.wait_for_line("Ana2>");
@@ -166,7 +141,7 @@ fn slash_lines_are_commands_unless_doubled() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let ana = chat_as(&chatd, state.path(), "Ana");
     bob.expect("JOINED Ana");
     ana.type_line("/nope");
@@ -183,7 +158,7 @@ fn a_line_the_server_would_refuse_is_refused_before_sending() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let ana = chat_as(&chatd, state.path(), "Ana");
     bob.expect("JOINED Ana");
     ana.type_line(&"x".repeat(4092));
@@ -205,7 +180,7 @@ fn a_server_shutdown_ends_chat_with_status_5_and_a_usable_terminal() {
         return;
     }
     let chatd = Chatd::start(&[]);
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     // After chat, the shell reads a line: that works only if the terminal
     // echoes again and ends lines at Enter.
     let command = chat_command(&chatd, state.path(), "--name Ana") + "; read line; echo GOT:$line";
@@ -228,7 +203,7 @@ fn a_person_slower_than_the_join_timeout_still_joins() {
     }
     let chatd = Chatd::start(&["--join-timeout", "1s"]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let ana = Tmux::start(&chat_command(&chatd, state.path(), ""));
     ana.wait_for_line("name:");
     // Connected after chat: once it is timed out, so is chat.
@@ -314,7 +289,7 @@ fn ctrl_c_clears_the_line_and_ctrl_d_leaves() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let ana = chat_as(&chatd, state.path(), "Ana");
     bob.expect("JOINED Ana");
     ana.type_text("oops");
@@ -335,7 +310,7 @@ fn a_history_that_cannot_be_kept_is_a_warning() {
     }
     let chatd = Chatd::start(&[]);
     let mut bob = chatd.join("Bob");
-    let state = TempDir::new();
+    let state = TempDir::new("chat");
     let not_a_dir = state.path().join("file");
     std::fs::write(&not_a_dir, "").unwrap();
     let ana = chat_as(&chatd, &not_a_dir, "Ana");

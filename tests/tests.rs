@@ -5,6 +5,7 @@ mod util;
 mod chat_repl;
 mod clients_pipeline;
 mod generated_docs;
+mod install;
 
 mod server_faults;
 mod server_input;
