@@ -69,7 +69,8 @@ pub struct ChatdArgs {
 
     /// A member whose computer vanished (cable pulled, power lost) is declared gone,
     /// with LEFT <name> timeout, within this time, whether it was idle or had messages
-    /// queued for it (TCP keepalive and TCP_USER_TIMEOUT). At least 2s.
+    /// queued for it (TCP keepalive and TCP_USER_TIMEOUT). At least 3s; keepalive counts whole
+    /// seconds, so a bound under 10s may be overshot by a fraction of a second.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub dead_peer_timeout: Duration,
 
@@ -105,7 +106,7 @@ impl ChatdArgs {
             max_line: self.max_line,
             max_queue: self.max_queue,
             join_timeout: self.join_timeout,
-            dead_peer_timeout: self.dead_peer_timeout.max(Duration::from_secs(2)),
+            dead_peer_timeout: self.dead_peer_timeout.max(Duration::from_secs(3)),
             shutdown_timeout: self.shutdown_timeout,
             rate_limit: self.rate_limit,
             rate_burst: self.rate_burst,

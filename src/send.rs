@@ -86,7 +86,7 @@ pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     let mut run = Run { sender, heard, sent: 0, last_line: 0, confirmed: 0, refused: None };
 
     let input = if args.text.is_empty() {
-        run.send_lines(io::stdin().lock())
+        run.send_lines(io::BufReader::with_capacity(64 * 1024, io::stdin().lock()))
     } else {
         run.send_line(1, args.text.join(" ").as_bytes())
     };
@@ -118,11 +118,16 @@ struct Run {
 }
 
 impl Run {
-    fn send_lines(&mut self, mut input: impl BufRead) -> Result<(), SendError> {
+    fn send_lines<R: io::Read>(&mut self, mut input: io::BufReader<R>) -> Result<(), SendError> {
         let mut line = Vec::with_capacity(256);
         let mut number = 0;
         loop {
             line.clear();
+            // Lines that came in a burst go out in one write; a line that came
+            // alone (`tail -f | chat-send`) goes out before waiting for more.
+            if input.buffer().is_empty() {
+                self.sender.flush().map_err(|e| self.lost(e.into()))?;
+            }
             if input.read_until(b'\n', &mut line).map_err(SendError::Input)? == 0 {
                 return Ok(());
             }

@@ -207,7 +207,9 @@ fn chat_tail_says_when_the_server_shuts_down() {
     let mut watcher = chatd.join("watcher");
     let mut tail = start_tail(&chatd, &mut watcher, &[], "tail");
     let mut stdout = BufReader::new(tail.stdout.take().unwrap());
-    chatd.join("Ana").send("MSG last words");
+    let mut ana = chatd.join("Ana");
+    ana.send("MSG last words");
+    ana.sync();
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "* Ana joined\n");

@@ -3,7 +3,7 @@ complete -c chatd -l max-clients -d 'Most connections at once, joined or not; on
 complete -c chatd -l max-line -d 'Longest line a client may send, in bytes, newline included; a longer one is answered ERR TOO_LONG and skipped' -r
 complete -c chatd -l max-queue -d 'Most bytes of events waiting for one member; a member further behind is dropped with LEFT <name> slow, so nobody else ever waits for it' -r
 complete -c chatd -l join-timeout -d 'How long a connection may stay without JOIN before ERR TIMEOUT and BYE timeout' -r
-complete -c chatd -l dead-peer-timeout -d 'A member whose computer vanished (cable pulled, power lost) is declared gone, with LEFT <name> timeout, within this time, whether it was idle or had messages queued for it (TCP keepalive and TCP_USER_TIMEOUT). At least 2s' -r
+complete -c chatd -l dead-peer-timeout -d 'A member whose computer vanished (cable pulled, power lost) is declared gone, with LEFT <name> timeout, within this time, whether it was idle or had messages queued for it (TCP keepalive and TCP_USER_TIMEOUT). At least 3s; keepalive counts whole seconds, so a bound under 10s may be overshot by a fraction of a second' -r
 complete -c chatd -l shutdown-timeout -d 'On SIGTERM or SIGINT, how long to spend delivering accepted messages and BYE shutdown before exiting anyway. A second signal exits at once' -r
 complete -c chatd -l rate-limit -d 'Flood control: lines a second one connection may send, 0 for no limit. A faster sender is slowed down by reading from it less (TCP backpressure), never cut off, and no line is thrown away' -r
 complete -c chatd -l rate-burst -d 'Flood control: lines a connection may send at once above --rate-limit' -r
