@@ -5,14 +5,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::util::{bin, Chatd, Client, PATIENCE};
+use crate::util::netns::{self, Netns, NsChatd};
+use crate::util::{Chatd, Client, PATIENCE};
 
 /// A process this test started, killed (SIGKILL, by its PID) and reaped when
 /// dropped if still running.
@@ -402,148 +403,22 @@ fn flood_control_slows_a_fast_sender_but_drops_nothing() {
     reader.expect("MSG flooder still here");
 }
 
-/// A network namespace of this test's own, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let name = format!("mcft-{}", std::process::id());
-        run(&["ip", "netns", "add", &name])?;
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn prefix(&self) -> [&str; 4] {
-        ["ip", "netns", "exec", &self.0]
-    }
-
-    fn exec(&self, command: &[&str]) -> Result<(), String> {
-        let mut words = self.prefix().to_vec();
-        words.extend_from_slice(command);
-        run(&words)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
-}
-
-/// Runs a command to its end; its output if it failed.
-fn run(words: &[&str]) -> Result<(), String> {
-    let out = Command::new(words[0])
-        .args(&words[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{words:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{words:?}: {}; {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// A `chatd` inside a network namespace: `Chatd::start` runs it in ours.
-struct NsChatd {
-    _proc: Proc,
-    port: u16,
-    log: Arc<(Mutex<String>, Condvar)>,
-}
-
-impl NsChatd {
-    fn start(ns: &Netns, args: &[&str]) -> NsChatd {
-        let chatd = bin("chatd");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.0])
-            .arg(&chatd)
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chatd in the namespace");
-        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                sink.0.lock().unwrap().push_str(&format!("{line}\n"));
-                sink.1.notify_all();
-            }
-        });
-        let stdout = lines_of(child.stdout.take().unwrap());
-        // `ip netns exec` execs chatd: this PID is chatd's.
-        let proc = Proc(child);
-        let first = next_line(&stdout, "chatd in the namespace");
-        let port = first
-            .strip_prefix("listening on 127.0.0.1:")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("chatd's first line was {first:?}"));
-        // Keep draining its stdout.
-        thread::spawn(move || stdout.into_iter().for_each(drop));
-        NsChatd { _proc: proc, port, log }
-    }
-
-    /// Waits until the log holds `text`; returns the log.
-    fn expect_log(&self, text: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let (log, changed) = &*self.log;
-        let mut log = log.lock().unwrap();
-        while !log.contains(text) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "chatd never logged {text:?}; log:\n{log}");
-            log = changed.wait_timeout(log, left).unwrap().0;
-        }
-        log.clone()
-    }
-}
-
-/// This process's effective user id, from `/proc/self/status`.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    uids.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Why the dead-peer test cannot run here, if it cannot.
-fn dead_peer_test_unavailable() -> Option<String> {
-    if effective_uid() != Some(0) {
-        return Some("needs root for network namespaces and nft".into());
-    }
-    for tool in ["ip", "nft"] {
-        let found = Command::new(tool)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!("`{tool}` is not available"));
-        }
-    }
-    None
-}
-
 #[test]
 fn a_peer_that_vanishes_without_closing_is_declared_gone_as_timeout() {
-    if let Some(why) = dead_peer_test_unavailable() {
-        eprintln!("SKIPPED: {why}");
+    if let Some(why) = netns::unavailable(&[]) {
+        netns::skip(&why);
         return;
     }
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("SKIPPED: cannot make a network namespace: {e}");
+            netns::skip(&format!("cannot make a network namespace: {e}"));
             return;
         }
     };
-    let chatd = NsChatd::start(&ns, &["--dead-peer-timeout", "3s"]);
-    let (_watcher, watcher_lines) = bash_member(&ns.prefix(), chatd.port, "watcher");
-    let (_victim, _victim_lines) = bash_member(&ns.prefix(), chatd.port, "victim");
+    let chatd = NsChatd::start(&ns, &["--bind", "127.0.0.1:0", "--dead-peer-timeout", "3s"]);
+    let (_watcher, watcher_lines) = bash_member(&ns.prefix(), chatd.port(), "watcher");
+    let (_victim, _victim_lines) = bash_member(&ns.prefix(), chatd.port(), "victim");
     assert_eq!(next_line(&watcher_lines, "watcher"), "JOINED victim");
 
     let log = chatd.expect_log("victim joined from 127.0.0.1:");
@@ -553,7 +428,7 @@ fn a_peer_that_vanishes_without_closing_is_declared_gone_as_timeout() {
         .and_then(|rest| rest.lines().next())
         .and_then(|port| port.trim().parse().ok())
         .unwrap_or_else(|| panic!("no port for the victim in the log:\n{log}"));
-    assert_ne!(victim_port, chatd.port);
+    assert_ne!(victim_port, chatd.port());
 
     // The victim's machine vanishes: not one more packet of its connection
     // gets through, either way.

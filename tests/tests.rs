@@ -5,7 +5,9 @@ mod util;
 mod chat_repl;
 mod clients_pipeline;
 mod generated_docs;
+mod hostile;
 mod install;
+mod lan;
 
 mod server_faults;
 mod server_input;
