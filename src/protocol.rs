@@ -50,7 +50,10 @@ impl<'a> Request<'a> {
         } else {
             Err(Refusal::new(
                 ErrorCode::UnknownCommand,
-                format!("unknown command {:?}; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT", Printable(verb)),
+                format!(
+                    "unknown command \"{}\"; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT",
+                    Printable(verb)
+                ),
             ))
         }
     }
@@ -361,6 +364,12 @@ mod tests {
         for line in ["", "OK", "OK PART x", "ERR NOPE x", "LEFT Luis gone", "BYE later", "WHAT"] {
             assert!(ServerLine::parse(line).is_err(), "{line:?} parsed");
         }
+    }
+
+    #[test]
+    fn an_unknown_verb_is_quoted_in_the_refusal() {
+        let refusal = Request::parse("HELLO there").unwrap_err();
+        assert!(refusal.text.starts_with("unknown command \"HELLO\"; commands: JOIN"), "{}", refusal.text);
     }
 
     #[test]
