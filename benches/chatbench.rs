@@ -1,0 +1,234 @@
+//! chatbench: how fast, how far and how cheaply chatd copies each line to
+//! every member, measured from this process on 127.0.0.1, side by side with
+//! nats-server, redis-server and a plain Python threaded server when they are
+//! installed.
+//!
+//! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,python|none]`
+//!
+//! The load generator is one thread over epoll, so it stays small next to
+//! the server (its CPU is printed beside the server's). The exit status is 0
+//! whatever the figures; 1 if the benchmark itself failed against chatd (a
+//! lost or reordered message, chatd crashed or would not stop); 2 for bad
+//! usage.
+
+#[path = "chatbench/histogram.rs"]
+mod histogram;
+#[path = "chatbench/load.rs"]
+mod load;
+#[path = "chatbench/net.rs"]
+mod net;
+#[path = "chatbench/report.rs"]
+mod report;
+#[path = "chatbench/scenarios.rs"]
+mod scenarios;
+#[path = "chatbench/servers.rs"]
+mod servers;
+#[path = "chatbench/system.rs"]
+mod system;
+#[path = "chatbench/wire.rs"]
+mod wire;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use scenarios::{chatd_options, Scenario, Settings};
+use servers::Kind;
+
+const USAGE: &str = "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow] \
+                     [--against nats,redis,python|none]";
+const GROUPS: [&str; 5] = ["fanout", "latency", "idle", "bulk", "slow"];
+
+#[derive(Debug)]
+struct Options {
+    quick: bool,
+    only: Vec<String>,
+    against: Vec<Kind>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options { quick: false, only: Vec::new(), against: vec![Kind::Nats, Kind::Redis, Kind::Python] };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // cargo bench passes --bench to every bench target.
+            "--bench" => {}
+            "--quick" => options.quick = true,
+            "--only" => {
+                let list = args.next().ok_or("--only needs a scenario")?;
+                for group in list.split(',') {
+                    if !GROUPS.contains(&group) {
+                        return Err(format!("unknown scenario {group:?}; choose from {}", GROUPS.join(", ")));
+                    }
+                    options.only.push(group.to_owned());
+                }
+            }
+            "--against" => {
+                let list = args.next().ok_or("--against needs a list")?;
+                options.against.clear();
+                for name in list.split(',').filter(|n| *n != "none") {
+                    let kind = Kind::ALL[1..].iter().find(|k| k.name() == name);
+                    options
+                        .against
+                        .push(*kind.ok_or_else(|| format!("unknown server {name:?}; choose nats, redis, python"))?);
+                }
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(options)
+}
+
+/// The scenarios, in order: the full run's sizes, or `--quick`'s smaller ones
+/// (under a minute in all, for CI's smoke test).
+fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
+    let fanout_sizes: &[usize] = if quick { &[100] } else { &[10, 100, 1000] };
+    let mut plan = Vec::new();
+    for &subscribers in fanout_sizes {
+        for publishers in [1, 4] {
+            plan.push(Scenario::Fanout { subscribers, publishers });
+        }
+    }
+    let latency_sizes: &[usize] = if quick { &[100] } else { &[100, 1000] };
+    plan.extend(latency_sizes.iter().map(|&subscribers| Scenario::Latency { subscribers, deliveries: 100_000 }));
+    let idle_sizes: &[usize] = if quick { &[1000] } else { &[1000, 10_000] };
+    plan.extend(idle_sizes.iter().map(|&members| Scenario::Idle { members }));
+    plan.push(Scenario::Bulk { lines: 100_000 });
+    plan.push(Scenario::Slow { readers: 10 });
+    let settings = if quick {
+        Settings {
+            run: Duration::from_secs(1),
+            slow_run: Duration::from_secs(2),
+            in_flight: 500_000,
+            settle_limit: Duration::from_secs(5),
+            join_limit: Duration::from_secs(10),
+            hold: Duration::from_millis(200),
+        }
+    } else {
+        Settings {
+            run: Duration::from_secs(3),
+            slow_run: Duration::from_secs(6),
+            in_flight: 500_000,
+            settle_limit: Duration::from_secs(10),
+            join_limit: Duration::from_secs(30),
+            hold: Duration::from_secs(1),
+        }
+    };
+    (plan, settings)
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("chatbench: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let (mut plan, settings) = plan(options.quick);
+    if !options.only.is_empty() {
+        plan.retain(|s| options.only.iter().any(|g| g == s.group()));
+    }
+    let fd_limit = system::raise_fd_limit(65_536);
+
+    let mut kinds = vec![Kind::Chatd];
+    let mut missing = Vec::new();
+    for &kind in &options.against {
+        match kind.program() {
+            Ok(_) => kinds.push(kind),
+            Err(why) => missing.push((kind, why)),
+        }
+    }
+    print_header(&options, &settings, &kinds, &missing, fd_limit, &plan);
+
+    let mut rows = Vec::new();
+    for &scenario in &plan {
+        for &kind in kinds.iter().filter(|k| scenario.applies_to(**k)) {
+            eprint!("chatbench: {:<26} {:<7} ", scenario.label(), kind.name());
+            let t = Instant::now();
+            let row = scenarios::run(scenario, kind, &settings);
+            let verdict = row.failure.as_deref().map_or("ok".to_owned(), |f| format!("FAILED: {f}"));
+            eprintln!("{:5.1} s  {verdict}", t.elapsed().as_secs_f64());
+            rows.push(row);
+        }
+    }
+
+    println!();
+    print!("{}", report::table(&rows));
+    println!();
+    let others: Vec<Kind> = kinds[1..].to_vec();
+    if !others.is_empty() {
+        print!("{}", report::ratios(&rows, &others));
+        println!();
+    }
+    print!("{}", report::targets(&rows, &missing));
+    println!();
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+
+    let failed: Vec<&report::Row> = rows.iter().filter(|r| r.kind == Kind::Chatd && r.failure.is_some()).collect();
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for row in failed {
+            eprintln!("chatbench: FAILED {} on chatd: {}", row.scenario.label(), row.failure.as_deref().unwrap_or(""));
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn print_header(
+    options: &Options,
+    settings: &Settings,
+    kinds: &[Kind],
+    missing: &[(Kind, String)],
+    fd_limit: u64,
+    plan: &[Scenario],
+) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mode = if options.quick { "--quick" } else { "full run" };
+    println!("chatbench ({mode}): {cpus} CPUs, open-file limit {fd_limit}, everything on 127.0.0.1");
+    for &kind in kinds {
+        let extra = match kind {
+            Kind::Chatd => " (this release build)",
+            Kind::Python => " running benches/baseline/chat_server.py (a thread per client, one lock)",
+            _ => " (pub/sub on one subject)",
+        };
+        println!("  {:<7} {}{extra}", kind.name(), kind.version());
+    }
+    for (_, why) in missing {
+        println!("  {why}");
+    }
+    let mut said = Vec::new();
+    for &scenario in plan {
+        let options = chatd_options(scenario).join(" ");
+        let options = if options.is_empty() { "defaults".to_owned() } else { options };
+        if !said.iter().any(|(g, _)| *g == scenario.group()) {
+            said.push((scenario.group(), options));
+        }
+    }
+    let said: Vec<String> = said.iter().map(|(group, options)| format!("{group}: {options}")).collect();
+    println!("  chatd options (after --bind 127.0.0.1:0 -q): {}", said.join("; "));
+    println!(
+        "  generator: one thread, level-triggered epoll, non-blocking sockets; 56-byte payloads (64-byte chatd lines) \
+         stamped with CLOCK_MONOTONIC; fan-out keeps {}k deliveries in flight (at most 32k messages), publishes for {:.0} s",
+        settings.in_flight / 1000,
+        settings.run.as_secs_f64()
+    );
+    let before = (Instant::now(), system::machine_busy());
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = (system::machine_busy() - before.1).as_secs_f64() / before.0.elapsed().as_secs_f64();
+    if busy > 0.2 {
+        println!(
+            "  WARNING: the machine was {:.0}% busy (of one CPU) before starting: other processes share the CPUs, \
+             so every figure is lower than on a quiet machine",
+            busy * 100.0
+        );
+    }
+    if plan.iter().any(|s| matches!(s, Scenario::Idle { members: 10_000.. })) && fd_limit < 20_200 {
+        println!("  note: chatd needs 2 descriptors per member; open-file limit {fd_limit} is too low for 10,000 (raise ulimit -Hn)");
+    }
+}

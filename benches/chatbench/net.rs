@@ -1,0 +1,247 @@
+//! The generator's connections: non-blocking sockets in one level-triggered
+//! epoll, on one thread. Reads go into one shared 256 KiB buffer, so 10,000
+//! connections cost no more than their unfinished lines; each read is
+//! stamped with the clock once and parsed at once.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{
+    connect, getsockopt, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
+
+use crate::system::now_ns;
+use crate::wire::{Event, Proto};
+
+const READ_BUFFER: usize = 256 * 1024;
+
+/// What a connection's reader is told.
+pub trait Handler {
+    /// One event read from connection `id` at `now_ns`.
+    fn event(&mut self, id: usize, event: Event<'_>, now_ns: u64);
+    /// Connection `id` ended (closed by the server, or an error).
+    fn closed(&mut self, id: usize, why: &str);
+}
+
+pub struct Net {
+    epoll: Epoll,
+    conns: Vec<Conn>,
+    buf: Vec<u8>,
+    events: Vec<EpollEvent>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    proto: Proto,
+    /// An unfinished unit from the last read.
+    partial: Vec<u8>,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    written: usize,
+    connecting: bool,
+    reading: bool,
+    open: bool,
+    interest: EpollFlags,
+}
+
+impl Net {
+    pub fn new() -> anyhow::Result<Net> {
+        Ok(Net {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?,
+            conns: Vec::new(),
+            buf: vec![0; READ_BUFFER],
+            events: vec![EpollEvent::empty(); 1024],
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Starts connecting to `addr` (never blocking: a full accept queue would
+    /// otherwise stall the whole generator); `greeting` goes out once
+    /// connected. Returns the connection's id.
+    pub fn connect(&mut self, addr: SocketAddr, proto: Proto, greeting: Vec<u8>) -> anyhow::Result<usize> {
+        let SocketAddr::V4(v4) = addr else { bail!("only IPv4 loopback is used") };
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).context("socket (out of descriptors?)")?;
+        let connecting = match connect(fd.as_raw_fd(), &SockaddrIn::from(v4)) {
+            Ok(()) => false,
+            Err(Errno::EINPROGRESS) => true,
+            Err(e) => return Err(anyhow!(e).context(format!("connecting to {addr}"))),
+        };
+        // Pings and paced messages must not wait for Nagle.
+        setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+        let id = self.conns.len();
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT;
+        self.epoll.add(&fd, EpollEvent::new(interest, id as u64)).context("epoll_ctl add")?;
+        let stream = TcpStream::from(fd);
+        let conn = Conn {
+            stream,
+            proto,
+            partial: Vec::new(),
+            out: greeting,
+            written: 0,
+            connecting,
+            reading: true,
+            open: true,
+            interest,
+        };
+        self.conns.push(conn);
+        Ok(id)
+    }
+
+    /// Waits up to `timeout` for sockets to be ready, and handles them.
+    pub fn poll(&mut self, timeout: Duration, handler: &mut impl Handler) -> anyhow::Result<()> {
+        // epoll counts in milliseconds: round up, or a short wait would spin.
+        let ms = timeout.as_nanos().div_ceil(1_000_000).min(u16::MAX as u128) as u16;
+        let n = match self.epoll.wait(&mut self.events, EpollTimeout::from(ms)) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(anyhow!(e).context("epoll_wait")),
+        };
+        for i in 0..n {
+            let event = self.events[i];
+            let id = event.data() as usize;
+            let flags = event.events();
+            if !self.conns[id].open {
+                continue;
+            }
+            if self.conns[id].connecting {
+                self.finish_connect(id, handler);
+            }
+            let broken = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+            if self.conns[id].reading && (flags.contains(EpollFlags::EPOLLIN) || broken) {
+                self.read(id, handler)?;
+            } else if broken && !self.conns[id].reading {
+                // A connection we do not read from was reset: stop watching it,
+                // or level-triggered epoll would report it forever.
+                self.close(id, handler, "reset by the server");
+            }
+            self.flush(id, handler);
+        }
+        Ok(())
+    }
+
+    fn finish_connect(&mut self, id: usize, handler: &mut impl Handler) {
+        let conn = &mut self.conns[id];
+        match getsockopt(&conn.stream, sockopt::SocketError) {
+            Ok(0) => conn.connecting = false,
+            Ok(errno) => self.close(id, handler, &format!("connect: {}", Errno::from_raw(errno).desc())),
+            Err(e) => self.close(id, handler, &format!("connect: {e}")),
+        }
+    }
+
+    fn read(&mut self, id: usize, handler: &mut impl Handler) -> anyhow::Result<()> {
+        let Net { conns, buf, .. } = self;
+        let conn = &mut conns[id];
+        let kept = conn.partial.len();
+        if kept * 2 > buf.len() {
+            bail!("connection {id}: a line longer than {} KiB from the server", buf.len() / 2048);
+        }
+        buf[..kept].copy_from_slice(&conn.partial);
+        let n = match (&conn.stream).read(&mut buf[kept..]) {
+            Ok(0) => {
+                self.close(id, handler, "closed by the server");
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Ok(()),
+            Err(e) => {
+                self.close(id, handler, &e.to_string());
+                return Ok(());
+            }
+        };
+        let now = now_ns();
+        let data = &buf[..kept + n];
+        let out = &mut conn.out;
+        let used = conn.proto.parse(data, &mut |event| match event {
+            Event::ServerPing => out.extend_from_slice(b"PONG\r\n"),
+            event => handler.event(id, event, now),
+        });
+        let used = used.map_err(|e| anyhow!("connection {id}: {e}"))?;
+        conn.partial.clear();
+        conn.partial.extend_from_slice(&data[used..]);
+        Ok(())
+    }
+
+    /// The output buffer of connection `id`, to append to; `flush` sends it.
+    pub fn out(&mut self, id: usize) -> &mut Vec<u8> {
+        &mut self.conns[id].out
+    }
+
+    /// Bytes appended to `out` and not yet written.
+    pub fn unsent(&self, id: usize) -> usize {
+        self.conns[id].out.len() - self.conns[id].written
+    }
+
+    /// Writes what `id` has to send, as far as the socket takes it.
+    pub fn flush(&mut self, id: usize, handler: &mut impl Handler) {
+        let conn = &mut self.conns[id];
+        while conn.open && !conn.connecting && conn.written < conn.out.len() {
+            match (&conn.stream).write(&conn.out[conn.written..]) {
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.close(id, handler, &e.to_string()),
+            }
+        }
+        if conn.written == conn.out.len() {
+            conn.out.clear();
+            conn.written = 0;
+        }
+        self.update_interest(id);
+    }
+
+    /// Stops (or resumes) reading from `id`: a member that never reads.
+    pub fn set_reading(&mut self, id: usize, reading: bool) {
+        self.conns[id].reading = reading;
+        self.update_interest(id);
+    }
+
+    pub fn is_open(&self, id: usize) -> bool {
+        self.conns[id].open
+    }
+
+    /// Whether the server closed or reset connection `id`, judged without
+    /// reading from it (what is still unread does not matter).
+    pub fn peer_closed(&self, id: usize) -> bool {
+        let conn = &self.conns[id];
+        if !conn.open {
+            return true;
+        }
+        // POLLRDHUP (the peer sent FIN), which nix 0.29 does not name.
+        const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(0x2000);
+        let mut fds = [PollFd::new(conn.stream.as_fd(), POLLRDHUP)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+    }
+
+    fn update_interest(&mut self, id: usize) {
+        let conn = &mut self.conns[id];
+        if !conn.open {
+            return;
+        }
+        let mut want = EpollFlags::empty();
+        want.set(EpollFlags::EPOLLIN, conn.reading);
+        want.set(EpollFlags::EPOLLOUT, conn.connecting || conn.written < conn.out.len());
+        if want != conn.interest {
+            conn.interest = want;
+            let _ = self.epoll.modify(&conn.stream, &mut EpollEvent::new(want, id as u64));
+        }
+    }
+
+    fn close(&mut self, id: usize, handler: &mut impl Handler, why: &str) {
+        let conn = &mut self.conns[id];
+        if conn.open {
+            conn.open = false;
+            let _ = self.epoll.delete(&conn.stream);
+            handler.closed(id, why);
+        }
+    }
+}

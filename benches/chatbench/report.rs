@@ -1,0 +1,363 @@
+//! What the run prints: one table (a row per scenario and server), the
+//! ratios of chatd to each other server, and the targets with the
+//! figures measured, PASS or MISS. The targets are information: they never
+//! change the exit status.
+
+use std::time::Duration;
+
+use crate::histogram::Histogram;
+use crate::scenarios::Scenario;
+use crate::servers::Kind;
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub kind: Kind,
+    /// Deliveries a second (bulk: lines a second).
+    pub rate: Option<f64>,
+    pub p50_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    pub delivered: Option<(u64, u64)>,
+    /// CPU over the measured stretch, as a fraction of one core.
+    pub server_cpu: Option<f64>,
+    pub gen_cpu: Option<f64>,
+    /// All CPUs' busy time, softirqs (loopback TCP) included.
+    pub machine_cpu: Option<f64>,
+    pub rss_per_member_kib: Option<f64>,
+    pub join: Option<Duration>,
+    pub held: Option<bool>,
+    pub wall: Option<Duration>,
+    pub stall_ns: Option<u64>,
+    pub notes: Vec<String>,
+    /// Why the scenario failed: it could not run, the server crashed, or a
+    /// delivery was lost.
+    pub failure: Option<String>,
+    /// Why the figures are partial without anything being wrong (a server too
+    /// slow to finish within a time limit).
+    pub incomplete: Option<String>,
+}
+
+impl Row {
+    pub fn new(scenario: Scenario, kind: Kind) -> Row {
+        Row {
+            scenario,
+            kind,
+            rate: None,
+            p50_ns: None,
+            p99_ns: None,
+            max_ns: None,
+            delivered: None,
+            server_cpu: None,
+            gen_cpu: None,
+            machine_cpu: None,
+            rss_per_member_kib: None,
+            join: None,
+            held: None,
+            wall: None,
+            stall_ns: None,
+            notes: Vec::new(),
+            failure: None,
+            incomplete: None,
+        }
+    }
+
+    pub fn latency(&mut self, histogram: &Histogram) {
+        self.p50_ns = histogram.quantile(0.50);
+        self.p99_ns = histogram.quantile(0.99);
+        self.max_ns = histogram.max();
+    }
+}
+
+pub fn nanos(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{ns}ns"),
+        10_000..=9_999_999 => format!("{:.0}µs", ns as f64 / 1e3),
+        10_000_000..=9_999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+fn rate(per_s: f64) -> String {
+    match per_s {
+        r if r >= 1e6 => format!("{:.2}M", r / 1e6),
+        r if r >= 1e3 => format!("{:.0}k", r / 1e3),
+        r => format!("{r:.0}"),
+    }
+}
+
+fn count(n: u64) -> String {
+    match n {
+        0..=99_999 => n.to_string(),
+        _ if n % 1000 == 0 || n < 10_000_000 => format!("{:.1}k", n as f64 / 1e3).replace(".0k", "k"),
+        _ => format!("{:.3}M", n as f64 / 1e6),
+    }
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{:.0}%", fraction * 100.0)
+}
+
+fn or_dash<T>(value: Option<T>, f: impl Fn(T) -> String) -> String {
+    value.map_or_else(|| "-".to_owned(), f)
+}
+
+/// The table: one row per scenario and server.
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "scenario",
+        "server",
+        "deliv/s",
+        "p50",
+        "p99",
+        "max",
+        "delivered/expected",
+        "srv CPU",
+        "gen CPU",
+        "all CPU",
+        "RSS/member",
+        "join",
+        "notes",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for row in rows {
+        let delivered = row.delivered.map(|(got, want)| {
+            let exact = if got == want { String::new() } else { format!(" ({} short)", want.saturating_sub(got)) };
+            format!("{}/{}{exact}", count(got), count(want))
+        });
+        let mut notes = row.notes.clone();
+        if let Some(incomplete) = &row.incomplete {
+            notes.insert(0, format!("INCOMPLETE: {incomplete}"));
+        }
+        if let Some(failure) = &row.failure {
+            notes.insert(0, format!("FAILED: {failure}"));
+        }
+        if row.held == Some(false) {
+            notes.insert(0, "NOT all held".into());
+        }
+        cells.push(vec![
+            row.scenario.label(),
+            row.kind.name().to_owned(),
+            or_dash(row.rate, rate),
+            or_dash(row.p50_ns, nanos),
+            or_dash(row.p99_ns, nanos),
+            or_dash(row.max_ns, nanos),
+            delivered.unwrap_or_else(|| "-".into()),
+            or_dash(row.server_cpu, percent),
+            or_dash(row.gen_cpu, percent),
+            or_dash(row.machine_cpu, percent),
+            or_dash(row.rss_per_member_kib, |k| format!("{k:.1} KiB")),
+            or_dash(row.join, |d| format!("{:.2}s", d.as_secs_f64())),
+            notes.join("; "),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..header.len()).map(|c| cells.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (i, line) in cells.iter().enumerate() {
+        let padded: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(
+                |(c, (cell, &w))| {
+                    if c < 2 || c == header.len() - 1 {
+                        format!("{cell:<w$}")
+                    } else {
+                        format!("{cell:>w$}")
+                    }
+                },
+            )
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A scenario's headline figure, and whether more is better.
+fn headline(row: &Row) -> Option<(&'static str, f64, bool)> {
+    if row.failure.is_some() && !matches!(row.scenario, Scenario::Slow { .. }) {
+        return None;
+    }
+    match row.scenario {
+        Scenario::Fanout { .. } => row.rate.map(|r| ("deliveries/s", r, true)),
+        Scenario::Latency { .. } => row.p99_ns.map(|p| ("p99 latency", p as f64, false)),
+        Scenario::Idle { .. } => row.rss_per_member_kib.map(|k| ("RSS/member", k, false)),
+        Scenario::Bulk { .. } => row.wall.map(|w| ("wall time", w.as_secs_f64(), false)),
+        Scenario::Slow { .. } => row.stall_ns.map(|s| ("longest stall", s as f64, false)),
+    }
+}
+
+fn find(rows: &[Row], scenario: Scenario, kind: Kind) -> Option<&Row> {
+    rows.iter().find(|r| r.scenario == scenario && r.kind == kind)
+}
+
+/// chatd's headline figure over each other server's, scenario by scenario.
+pub fn ratios(rows: &[Row], others: &[Kind]) -> String {
+    let mut out =
+        String::from("ratios chatd/other (higher-is-better figures: > 1 means chatd ahead; lower-is-better: < 1)\n");
+    let scenarios = scenarios_of(rows, |_| true);
+    out.push_str(&format!("  {:<24} {:<26}", "scenario", "figure"));
+    for kind in others {
+        out.push_str(&format!(" {:>12}", format!("chatd/{}", kind.name())));
+    }
+    out.push('\n');
+    for scenario in scenarios {
+        let Some((figure, ours, higher)) = find(rows, scenario, Kind::Chatd).and_then(headline) else { continue };
+        let direction = if higher { "higher is better" } else { "lower is better" };
+        out.push_str(&format!("  {:<24} {:<26}", scenario.label(), format!("{figure} ({direction})")));
+        for &kind in others {
+            let theirs = find(rows, scenario, kind).and_then(headline).map(|(_, v, _)| v);
+            let cell = match theirs {
+                Some(v) if v > 0.0 => format!("{:.2}×", ours / v),
+                _ => "-".into(),
+            };
+            out.push_str(&format!(" {cell:>12}"));
+        }
+        out.push('\n');
+        if let Scenario::Idle { .. } = scenario {
+            let join = |kind| find(rows, scenario, kind).and_then(|r| r.join).map(|d| d.as_secs_f64());
+            if let Some(ours) = join(Kind::Chatd) {
+                out.push_str(&format!("  {:<24} {:<26}", "", "join time (lower is better)"));
+                for &kind in others {
+                    let cell = join(kind).filter(|&v| v > 0.0).map_or("-".into(), |v| format!("{:.2}×", ours / v));
+                    out.push_str(&format!(" {cell:>12}"));
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The targets, each with what was measured.
+pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
+    let mut out = String::from("targets (information only; the exit status does not depend on them)\n");
+    let mut line = |text: String, pass: Option<bool>| {
+        let verdict = match pass {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None => "n/a",
+        };
+        out.push_str(&format!("  {verdict:<5} {text}\n"));
+    };
+    let why_missing =
+        |kind: Kind| missing.iter().find(|(k, _)| *k == kind).map_or("not run".to_owned(), |(_, why)| why.clone());
+    let chatd = |scenario| find(rows, scenario, Kind::Chatd);
+    fn ok(row: Option<&Row>) -> Option<&Row> {
+        row.filter(|r| r.failure.is_none())
+    }
+    let fanouts: Vec<Scenario> =
+        scenarios_of(rows, |s| matches!(s, Scenario::Fanout { subscribers, .. } if subscribers >= 100));
+    for scenario in &fanouts {
+        let Some(ours) = ok(chatd(*scenario)).and_then(|r| r.rate) else { continue };
+        let best = [Kind::Nats, Kind::Redis]
+            .into_iter()
+            .filter_map(|k| ok(find(rows, *scenario, k)).and_then(|r| r.rate).map(|r| (k, r)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((kind, theirs)) => line(
+                format!(
+                    "{}: chatd {}/s ≥ 1.0 × the faster of nats and redis ({} {}/s): {:.2}×",
+                    scenario.label(),
+                    rate(ours),
+                    kind.name(),
+                    rate(theirs),
+                    ours / theirs
+                ),
+                Some(ours >= theirs),
+            ),
+            None => line(
+                format!("{}: chatd {}/s vs nats/redis: {}", scenario.label(), rate(ours), why_missing(Kind::Nats)),
+                None,
+            ),
+        }
+        match ok(find(rows, *scenario, Kind::Python)).and_then(|r| r.rate) {
+            Some(theirs) => line(
+                format!(
+                    "{}: chatd {}/s ≥ 10 × python ({}/s): {:.1}×",
+                    scenario.label(),
+                    rate(ours),
+                    rate(theirs),
+                    ours / theirs
+                ),
+                Some(ours >= 10.0 * theirs),
+            ),
+            None => line(format!("{}: vs python: {}", scenario.label(), why_missing(Kind::Python)), None),
+        }
+    }
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Latency { .. })) {
+        let Some(ours) = ok(chatd(scenario)).and_then(|r| r.p99_ns) else { continue };
+        match ok(find(rows, scenario, Kind::Nats)).and_then(|r| r.p99_ns) {
+            Some(theirs) => line(
+                format!("{}: chatd p99 {} ≤ nats p99 {}", scenario.label(), nanos(ours), nanos(theirs)),
+                Some(ours <= theirs),
+            ),
+            None => line(
+                format!("{}: chatd p99 {}; nats: {}", scenario.label(), nanos(ours), why_missing(Kind::Nats)),
+                None,
+            ),
+        }
+    }
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Idle { .. })) {
+        let Some(row) = chatd(scenario) else { continue };
+        if let Some(kib) = row.rss_per_member_kib {
+            line(format!("{}: RSS {kib:.1} KiB per idle member ≤ 20 KiB", scenario.label()), Some(kib <= 20.0));
+        }
+        if let Scenario::Idle { members: 10_000.. } = scenario {
+            let held = row.held == Some(true);
+            let join = row.join.map_or("not all joined".into(), |d| format!("all joined in {:.2} s", d.as_secs_f64()));
+            line(
+                format!("{}: 10,000 members held ({}), all joined within 5 s ({join})", scenario.label(), yes(held)),
+                Some(held && row.join.is_some_and(|d| d <= Duration::from_secs(5))),
+            );
+        }
+    }
+    if !rows.iter().any(|r| matches!(r.scenario, Scenario::Idle { members: 10_000.. })) {
+        line("10,000 members held, joined within 5 s: not run (the full run has it)".into(), None);
+    }
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Slow { .. })) {
+        if let Some(stall) = chatd(scenario).and_then(|r| r.stall_ns) {
+            line(
+                format!(
+                    "{}: a never-reading member stalls the others ≤ 100 ms (longest stall {})",
+                    scenario.label(),
+                    nanos(stall)
+                ),
+                Some(stall <= 100_000_000),
+            );
+        }
+    }
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Bulk { .. })) {
+        if let Some(wall) = ok(chatd(scenario)).and_then(|r| r.wall) {
+            line(
+                format!("{}: seq 100000 | chat-send < 1 s ({:.3} s)", scenario.label(), wall.as_secs_f64()),
+                Some(wall < Duration::from_secs(1)),
+            );
+        }
+    }
+    out
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn scenarios_of(rows: &[Row], keep: impl Fn(Scenario) -> bool) -> Vec<Scenario> {
+    let mut out = Vec::new();
+    for row in rows {
+        if keep(row.scenario) && !out.contains(&row.scenario) {
+            out.push(row.scenario);
+        }
+    }
+    out
+}

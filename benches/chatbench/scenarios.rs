@@ -1,0 +1,371 @@
+//! The five scenarios. Each starts its own server, so memory and CPU figures
+//! belong to it alone, runs within its time limits, and fills one `Row`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use nix::sys::resource::{getrusage, UsageWho};
+
+use crate::load::{Load, Pace, Payloads, Role};
+use crate::report::Row;
+use crate::servers::{Kind, Server, CHAT_SEND};
+use crate::system::{machine_busy, now_ns, own_cpu};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Publishers as fast as the server delivers to every subscriber.
+    Fanout { subscribers: usize, publishers: usize },
+    /// One publisher paced so that subscribers get `deliveries` a second in all.
+    Latency { subscribers: usize, deliveries: u64 },
+    /// Members that join and then only listen.
+    Idle { members: usize },
+    /// `chat-send` of `lines` lines, read by one member.
+    Bulk { lines: u64 },
+    /// `readers` fed at full speed while one more member never reads.
+    Slow { readers: usize },
+}
+
+/// Durations and sizes, from `--quick` or not.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long publishers publish in fan-out and latency.
+    pub run: Duration,
+    /// How long the slow scenario publishes: long enough for the silent
+    /// member's buffers (its socket's and the server's) to fill.
+    pub slow_run: Duration,
+    /// Deliveries in flight at full speed (published, not yet read by
+    /// every subscriber): enough to keep a server busy, few enough that the
+    /// kernel's TCP memory stays far from its pressure limit.
+    pub in_flight: u64,
+    /// How long deliveries may take to finish after publishing stops.
+    pub settle_limit: Duration,
+    /// How long the idle members have to join before the scenario gives up.
+    pub join_limit: Duration,
+    /// How long idle members are held (and kept reading) after joining.
+    pub hold: Duration,
+}
+
+impl Settings {
+    /// Messages in flight for `subscribers`, all publishers together; at
+    /// most 32 Ki, so no subscriber is more than 2 MiB behind (chatd's
+    /// --max-queue is 4 MiB).
+    pub fn window(&self, subscribers: usize) -> u64 {
+        (self.in_flight / subscribers as u64).clamp(256, 32 * 1024)
+    }
+}
+
+/// chatd's options in each scenario, beyond `--bind 127.0.0.1:0 -q`: enough
+/// clients for the members, and no flood control where publishers must go at
+/// full speed. Bulk uses the defaults, as a user would.
+pub fn chatd_options(scenario: Scenario) -> &'static [&'static str] {
+    match scenario {
+        Scenario::Fanout { .. } | Scenario::Latency { .. } | Scenario::Slow { .. } => {
+            &["--max-clients", "20000", "--rate-limit", "0"]
+        }
+        Scenario::Idle { .. } => &["--max-clients", "20000"],
+        Scenario::Bulk { .. } => &[],
+    }
+}
+
+impl Scenario {
+    pub fn label(self) -> String {
+        match self {
+            Scenario::Fanout { subscribers, publishers } => format!("fan-out N={subscribers} P={publishers}"),
+            Scenario::Latency { subscribers, deliveries } => {
+                format!("latency N={subscribers} @{}k/s", deliveries / 1000)
+            }
+            Scenario::Idle { members } => format!("idle N={members}"),
+            Scenario::Bulk { lines } => format!("bulk {}k lines", lines / 1000),
+            Scenario::Slow { readers } => format!("slow 1+{readers}"),
+        }
+    }
+
+    /// The name `--only` selects it by.
+    pub fn group(self) -> &'static str {
+        match self {
+            Scenario::Fanout { .. } => "fanout",
+            Scenario::Latency { .. } => "latency",
+            Scenario::Idle { .. } => "idle",
+            Scenario::Bulk { .. } => "bulk",
+            Scenario::Slow { .. } => "slow",
+        }
+    }
+
+    /// Bulk needs chat-send, which speaks chat only.
+    pub fn applies_to(self, kind: Kind) -> bool {
+        !matches!(self, Scenario::Bulk { .. }) || matches!(kind, Kind::Chatd | Kind::Python)
+    }
+}
+
+/// Runs `scenario` against a fresh `kind` server and stops it. A failure of
+/// the scenario or of the server is in `row.failure`.
+pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
+    let mut row = Row::new(scenario, kind);
+    let options = if kind == Kind::Chatd { chatd_options(scenario) } else { &[] };
+    let mut server = match Server::start(kind, options) {
+        Ok(server) => server,
+        Err(e) => {
+            row.failure = Some(format!("{e:#}"));
+            return row;
+        }
+    };
+    let outcome = match scenario {
+        Scenario::Fanout { subscribers, publishers } => fanout(&server, &mut row, subscribers, publishers, settings),
+        Scenario::Latency { subscribers, deliveries } => latency(&server, &mut row, subscribers, deliveries, settings),
+        Scenario::Idle { members } => idle(&server, &mut row, members, settings),
+        Scenario::Bulk { lines } => bulk(&server, &mut row, lines),
+        Scenario::Slow { readers } => slow(&server, &mut row, readers, settings),
+    };
+    if kind == Kind::Chatd {
+        row.notes.extend(server.logged().map(|log| format!("chatd: {log}")));
+    }
+    // A crash explains any failure best; then the scenario's own; then a
+    // server that would not stop. chatd shutting down sends no LEFT, so our
+    // connections are closed only after the SIGTERM.
+    let terminated = server.terminate();
+    let error = match (terminated, outcome) {
+        (Err(crash), _) => Some(crash),
+        (Ok(()), Err(e)) => Some(e),
+        (Ok(()), Ok(load)) => {
+            drop(load);
+            server.wait().err()
+        }
+    };
+    if let Some(e) = error {
+        row.failure.get_or_insert(format!("{e:#}"));
+    }
+    row
+}
+
+/// CPU used by the server and by this process over a stretch of wall time.
+struct Clocks {
+    wall: Instant,
+    server: Duration,
+    own: Duration,
+    machine: Duration,
+}
+
+impl Clocks {
+    fn start(server: &Server) -> Clocks {
+        Clocks { wall: Instant::now(), server: server.cpu(), own: own_cpu(), machine: machine_busy() }
+    }
+
+    /// Fills the CPU columns, as a fraction of one core.
+    fn stop(&self, server: &Server, row: &mut Row) {
+        let wall = self.wall.elapsed().as_secs_f64();
+        row.server_cpu = Some((server.cpu() - self.server).as_secs_f64() / wall);
+        row.gen_cpu = Some((own_cpu() - self.own).as_secs_f64() / wall);
+        row.machine_cpu = Some((machine_busy() - self.machine).as_secs_f64() / wall);
+    }
+}
+
+fn roles(subscribers: usize, silent: usize, publishers: usize) -> Vec<Role> {
+    let mut roles = vec![Role::Subscriber; subscribers];
+    roles.extend(vec![Role::Silent; silent]);
+    roles.extend(vec![Role::Publisher; publishers]);
+    roles
+}
+
+/// Connects and joins everyone, then waits until each has read what the
+/// joins sent it (chat's `JOINED` lines), so the measurement starts clean.
+fn join_all(server: &Server, roles: &[Role], payloads: Payloads) -> anyhow::Result<Load> {
+    let mut load = Load::new(server.kind.proto(), server.addr, payloads)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let joined = load.join(roles, 100, deadline)?;
+    ensure!(joined.all, "only {} of {} joined within 30 s: {:?}", load.tally.ready, roles.len(), load.tally.errors);
+    let listening: Vec<usize> = (0..load.net.len()).filter(|&id| roles[id] != Role::Silent).collect();
+    ensure!(load.barrier(&listening, deadline)?, "no PONG from every member within 30 s: {:?}", load.tally.errors);
+    Ok(load)
+}
+
+/// Fills the delivery columns. A loss or a reordering makes the row a
+/// failure; deliveries still missing when the final barrier timed out only
+/// make it incomplete (the server was too slow, nothing is known lost).
+fn deliveries(load: &Load, row: &mut Row, start_ns: u64, settled: bool, settle_limit: Duration) {
+    let tally = &load.tally;
+    let (delivered, expected) = (tally.delivered, load.expected());
+    row.delivered = Some((delivered, expected));
+    let elapsed = tally.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
+    if elapsed > 0.0 {
+        row.rate = Some(delivered as f64 / elapsed);
+    }
+    row.latency(&tally.latency);
+    let missing = expected.saturating_sub(delivered);
+    if tally.out_of_order > 0 || settled && delivered != expected {
+        row.failure = Some(format!("LOSS: {missing} deliveries missing, {} out of order", tally.out_of_order));
+    } else if !settled {
+        row.incomplete = Some(format!(
+            "{missing} deliveries still to make when the final PING barrier timed out, {} s after publishing",
+            settle_limit.as_secs()
+        ));
+    }
+    if !tally.errors.is_empty() {
+        row.notes.push(format!("errors: {}", tally.errors.join("; ")));
+    }
+}
+
+fn fanout(
+    server: &Server,
+    row: &mut Row,
+    subscribers: usize,
+    publishers: usize,
+    settings: &Settings,
+) -> anyhow::Result<Load> {
+    let mut load = join_all(server, &roles(subscribers, 0, publishers), Payloads::Timed)?;
+    let clocks = Clocks::start(server);
+    let start_ns = load.publish(Pace::Window(settings.window(subscribers) / publishers as u64), settings.run)?;
+    let settled = load.settle(Instant::now() + settings.settle_limit)?;
+    clocks.stop(server, row);
+    deliveries(&load, row, start_ns, settled, settings.settle_limit);
+    Ok(load)
+}
+
+fn latency(
+    server: &Server,
+    row: &mut Row,
+    subscribers: usize,
+    deliveries_per_s: u64,
+    settings: &Settings,
+) -> anyhow::Result<Load> {
+    let mut load = join_all(server, &roles(subscribers, 0, 1), Payloads::Timed)?;
+    let clocks = Clocks::start(server);
+    let rate = deliveries_per_s as f64 / subscribers as f64;
+    let start_ns = load.publish(Pace::Rate(rate), settings.run)?;
+    let settled = load.settle(Instant::now() + settings.settle_limit)?;
+    clocks.stop(server, row);
+    deliveries(&load, row, start_ns, settled, settings.settle_limit);
+    Ok(load)
+}
+
+fn idle(server: &Server, row: &mut Row, members: usize, settings: &Settings) -> anyhow::Result<Load> {
+    // Let the server finish starting before taking its base memory.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = server.rss_kib()?;
+    let mut load = Load::new(server.kind.proto(), server.addr, Payloads::Timed)?;
+    let clocks = Clocks::start(server);
+    let start_ns = now_ns();
+    let joined = load.join(&vec![Role::Subscriber; members], 100, Instant::now() + settings.join_limit)?;
+    if joined.all {
+        row.join = Some(joined.elapsed);
+    } else {
+        let last = load.tally.last_ready_ns.saturating_sub(start_ns) as f64 / 1e9;
+        row.notes.push(format!(
+            "only {} of {members} joined within {} s (the last at {last:.2} s)",
+            load.tally.ready,
+            settings.join_limit.as_secs()
+        ));
+    }
+    // Held: every member answers a PING after the joins' traffic has drained
+    // and a while has passed, and none was dropped.
+    let drain_start = Instant::now();
+    let all = load.ready_ids();
+    let answered = load.barrier(&all, Instant::now() + settings.join_limit)?;
+    let drained = drain_start.elapsed();
+    load.idle(settings.hold)?;
+    let answered = answered && load.barrier(&all, Instant::now() + Duration::from_secs(10))?;
+    clocks.stop(server, row);
+    let after = server.rss_kib()?;
+    // Per member that joined: a server that could not take them all still
+    // holds the ones it did.
+    row.rss_per_member_kib = Some(after.saturating_sub(before) as f64 / load.tally.ready.max(1) as f64);
+    row.held = Some(joined.all && answered && load.tally.closed == 0);
+    row.notes.push(format!("RSS {} → {} MiB", before / 1024, after / 1024));
+    if drained > Duration::from_millis(50) {
+        row.notes.push(format!("join traffic drained {:.2} s later", drained.as_secs_f64()));
+    }
+    if !load.tally.errors.is_empty() {
+        row.notes.push(format!("errors: {}", load.tally.errors.join("; ")));
+    }
+    Ok(load)
+}
+
+fn bulk(server: &Server, row: &mut Row, lines: u64) -> anyhow::Result<Load> {
+    let mut load = join_all(server, &[Role::Subscriber], Payloads::Counter)?;
+    let input = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chatbench-seq.txt");
+    let mut file = File::create(&input)?;
+    for n in 1..=lines {
+        writeln!(file, "{n}")?;
+    }
+    drop(file);
+    let children_before = children_cpu();
+    let clocks = Clocks::start(server);
+    let start = Instant::now();
+    let mut child = Command::new(CHAT_SEND)
+        .args(["--server", &server.addr.to_string(), "--name", "bulk"])
+        .stdin(File::open(&input)?)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting chat-send")?;
+    let deadline = start + Duration::from_secs(30);
+    let mut exited = None;
+    while exited.is_none() || load.tally.delivered < lines {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            bail!("chat-send did not finish within 30 s ({} of {lines} lines delivered)", load.tally.delivered);
+        }
+        load.net.poll(Duration::from_millis(1), &mut load.tally)?;
+        if exited.is_none() {
+            if let Some(status) = child.try_wait()? {
+                exited = Some((start.elapsed(), status));
+            }
+        }
+    }
+    let (wall, status) = exited.expect("loop ends after the exit");
+    clocks.stop(server, row);
+    row.gen_cpu = row.gen_cpu.map(|own| own + (children_cpu() - children_before).as_secs_f64() / wall.as_secs_f64());
+    if !status.success() {
+        let mut why = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut why);
+        }
+        bail!("chat-send failed ({status}): {}", why.trim());
+    }
+    row.wall = Some(wall);
+    row.rate = Some(lines as f64 / wall.as_secs_f64());
+    row.delivered = Some((load.tally.delivered, lines));
+    row.notes.push(format!("seq {lines} | chat-send: {:.3} s (gen CPU includes chat-send)", wall.as_secs_f64()));
+    if load.tally.delivered != lines || load.tally.out_of_order > 0 {
+        row.failure = Some(format!(
+            "LOSS: {} of {lines} lines read, {} out of order",
+            load.tally.delivered, load.tally.out_of_order
+        ));
+    }
+    Ok(load)
+}
+
+/// CPU used by reaped child processes (chat-send, once waited for).
+fn children_cpu() -> Duration {
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage(RUSAGE_CHILDREN) cannot fail");
+    let (user, system) = (usage.user_time(), usage.system_time());
+    Duration::from_micros(((user.tv_sec() + system.tv_sec()) * 1_000_000 + user.tv_usec() + system.tv_usec()) as u64)
+}
+
+fn slow(server: &Server, row: &mut Row, readers: usize, settings: &Settings) -> anyhow::Result<Load> {
+    let mut load = join_all(server, &roles(readers, 1, 1), Payloads::Timed)?;
+    let silent = load.ids(Role::Silent)[0];
+    let clocks = Clocks::start(server);
+    let start_ns = load.publish(Pace::Window(settings.window(readers)), settings.slow_run)?;
+    // A server that lets the silent member block everyone never settles: do
+    // not wait long for it.
+    let settle_limit = Duration::from_secs(3);
+    let settled = load.settle(Instant::now() + settle_limit)?;
+    clocks.stop(server, row);
+    deliveries(&load, row, start_ns, settled, settle_limit);
+    let stall = load.longest_gap_ns();
+    row.stall_ns = Some(stall);
+    let dropped = load.tally.lefts.iter().find(|(_, text)| text.starts_with(&format!("q{readers} ")));
+    let fate = match dropped {
+        Some((t, text)) => {
+            format!("never-reader dropped (LEFT {text}) at {:.2} s", t.saturating_sub(start_ns) as f64 / 1e9)
+        }
+        None if load.net.peer_closed(silent) => "never-reader disconnected by the server".into(),
+        None => "never-reader still connected".into(),
+    };
+    row.notes.insert(0, format!("longest stall {}; {fate}", crate::report::nanos(stall)));
+    Ok(load)
+}

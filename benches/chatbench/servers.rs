@@ -1,0 +1,248 @@
+//! The servers under test, each started on 127.0.0.1 for one scenario and
+//! stopped after it: chatd (the release build cargo made for this bench),
+//! and for comparison nats-server, redis-server and the Python baseline when
+//! their programs are installed.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::system::{find_program, process_cpu, rss_kib};
+use crate::wire::Proto;
+
+pub const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
+pub const CHAT_SEND: &str = env!("CARGO_BIN_EXE_chat-send");
+const PYTHON_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/baseline/chat_server.py");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chatd,
+    Nats,
+    Redis,
+    Python,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Chatd, Kind::Nats, Kind::Redis, Kind::Python];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Chatd => "chatd",
+            Kind::Nats => "nats",
+            Kind::Redis => "redis",
+            Kind::Python => "python",
+        }
+    }
+
+    pub fn proto(self) -> Proto {
+        match self {
+            Kind::Chatd | Kind::Python => Proto::Chat,
+            Kind::Nats => Proto::Nats,
+            Kind::Redis => Proto::Redis,
+        }
+    }
+
+    /// The program to run, or why it cannot be.
+    pub fn program(self) -> Result<PathBuf, String> {
+        let (name, package) = match self {
+            Kind::Chatd => return Ok(PathBuf::from(CHATD)),
+            Kind::Nats => ("nats-server", "nats-server"),
+            Kind::Redis => ("redis-server", "redis-server"),
+            Kind::Python => ("python3", "python3"),
+        };
+        find_program(name).ok_or_else(|| format!("{name} not installed; apt-get install {package} to compare"))
+    }
+
+    /// The program's version, for the header.
+    pub fn version(self) -> String {
+        let Ok(program) = self.program() else { return "not installed".into() };
+        let flag = if self == Kind::Chatd { "-V" } else { "--version" };
+        let out = Command::new(program).arg(flag).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a `kind` server on 127.0.0.1 (chatd with `options` added) and
+    /// waits until it accepts connections.
+    pub fn start(kind: Kind, options: &[&str]) -> anyhow::Result<Server> {
+        let program = kind.program().map_err(|e| anyhow!(e))?;
+        let log = log_path(kind);
+        let stderr = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut command = Command::new(&program);
+        command.stdin(Stdio::null()).stderr(stderr);
+        let port = match kind {
+            Kind::Nats | Kind::Redis => free_port()?,
+            Kind::Chatd | Kind::Python => 0,
+        };
+        match kind {
+            Kind::Chatd => command.args(["--bind", "127.0.0.1:0", "-q"]).args(options),
+            Kind::Python => command.arg(PYTHON_SERVER),
+            Kind::Nats => command.args(["-a", "127.0.0.1", "-p", &port.to_string()]),
+            Kind::Redis => command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]).args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxclients",
+                "20000",
+            ]),
+        };
+        let announces = matches!(kind, Kind::Chatd | Kind::Python);
+        command.stdout(if announces { Stdio::piped() } else { Stdio::null() });
+        let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
+        let addr = if announces {
+            let stdout = child.stdout.take().expect("piped");
+            wait_for_announcement(stdout, Duration::from_secs(10))
+        } else {
+            wait_for_port(port, Duration::from_secs(10))
+        };
+        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), child, log };
+        match addr {
+            Ok(addr) => server.addr = addr,
+            Err(e) => {
+                let _ = server.child.kill();
+                let _ = server.child.wait();
+                return Err(e.context(format!("{} did not start; see {}", kind.name(), server.log.display())));
+            }
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn cpu(&self) -> Duration {
+        process_cpu(self.pid()).unwrap_or_default()
+    }
+
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        rss_kib(self.pid())
+    }
+
+    /// What chatd logged (with -q, its errors): how many lines and the last
+    /// one, which explains a scenario that went wrong.
+    pub fn logged(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let last = text.lines().last()?;
+        Some(format!("{} log lines, the last: {last}", text.lines().count()))
+    }
+
+    /// An error if the server has exited (crashed) while it should be serving.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => {
+                bail!("{} exited during the scenario ({status}); see {}", self.kind.name(), self.log.display())
+            }
+        }
+    }
+
+    /// Asks the server to stop (SIGTERM). Call `wait` after closing the
+    /// connections: a chatd shutting down sends no `LEFT`s, so closing them
+    /// afterwards costs it nothing.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        self.check_alive()?;
+        kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM)?;
+        Ok(())
+    }
+
+    /// Waits for the server to exit; kills it after 10 s. chatd must exit 0.
+    pub fn wait(mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("{} did not stop within 10 s of SIGTERM; killed", self.kind.name());
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        if self.kind == Kind::Chatd && !status.success() {
+            bail!("chatd exited with {} after SIGTERM; see {}", describe(status), self.log.display());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // After an error: never leave a server behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("status {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+fn log_path(kind: Kind) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chatbench-{}.log", kind.name()))
+}
+
+/// A port nobody listens on now, for servers that cannot pick their own and
+/// say which.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Reads `listening on ADDR` from the first line of `stdout`; the rest of the
+/// output is read and dropped in the background, so the server never blocks
+/// writing it.
+fn wait_for_announcement(stdout: std::process::ChildStdout, limit: Duration) -> anyhow::Result<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        lines.for_each(drop);
+    });
+    let line = match rx.recv_timeout(limit) {
+        Ok(Some(Ok(line))) => line,
+        Ok(_) => bail!("it said nothing"),
+        Err(_) => bail!("no `listening on` line within {limit:?}"),
+    };
+    let addr = line.strip_prefix("listening on ").ok_or_else(|| anyhow!("first line {line:?}"))?;
+    addr.parse().with_context(|| format!("address in {line:?}"))
+}
+
+fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<SocketAddr> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(addr);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listening on {addr} within {limit:?}")
+}
