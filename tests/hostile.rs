@@ -28,32 +28,6 @@ fn expect_turned_away(chatd: &Chatd) {
     assert!(ok, "a connection over the limit got {lines:?}");
 }
 
-/// Joins as `name` as soon as a place is free: a closed connection's place is
-/// freed just after the close its client sees, so a join may still be turned
-/// away for a moment (as in server_faults.rs).
-fn join_when_a_place_is_free(chatd: &Chatd, name: &str) -> Client {
-    let deadline = Instant::now() + PATIENCE;
-    let mut refusals = Vec::new();
-    loop {
-        let mut client = chatd.connect();
-        client.send(&format!("JOIN {name}"));
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            match client.try_recv() {
-                Some(line) if line == format!("OK JOIN {name}") => return client,
-                Some(line) => lines.push(line),
-                None => break,
-            }
-        }
-        for line in &lines {
-            assert!(line.starts_with("ERR FULL ") || line == "BYE full", "JOIN {name} got {lines:?}");
-        }
-        refusals.push(lines);
-        assert!(Instant::now() < deadline, "no free place for {name}; refusals: {refusals:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Reads a slowloris's end: `ERR TIMEOUT`, not before the join timeout since
 /// it connected, then `BYE timeout` and the close. Returns when the
 /// `ERR TIMEOUT` came.
@@ -117,7 +91,7 @@ fn a_slowloris_holds_the_client_limit_only_until_the_join_timeout() {
 
     // Every place is free again: the limit's worth of members join, and the
     // limit is still in force after them.
-    let mut members: Vec<Client> = (0..LIMIT).map(|i| join_when_a_place_is_free(&chatd, &format!("m{i}"))).collect();
+    let mut members: Vec<Client> = (0..LIMIT).map(|i| chatd.join_when_a_place_is_free(&format!("m{i}"))).collect();
     expect_turned_away(&chatd);
     let first = &mut members[0];
     let joined = first.sync();
@@ -199,5 +173,5 @@ fn a_trickle_of_bytes_does_not_put_off_the_join_timeout() {
         expect_closed_after_bye(&mut client, &what);
     }
     // Its places are free again.
-    join_when_a_place_is_free(&chatd, "after").expect_quiet();
+    chatd.join_when_a_place_is_free("after").expect_quiet();
 }

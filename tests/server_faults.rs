@@ -7,7 +7,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -325,33 +324,6 @@ fn a_second_sigint_during_a_slow_shutdown_exits_at_once_with_130() {
     drop(stuck);
 }
 
-/// Joins as `name` once the server has a free place. A closed connection's
-/// place is given back when its server thread ends, which no client can see
-/// happen; so this tries again until `PATIENCE` runs out, as `Chatd::wait`
-/// does for an exit.
-fn join_when_a_place_is_free(chatd: &Chatd, name: &str) -> Client {
-    let deadline = Instant::now() + PATIENCE;
-    let mut refusals = Vec::new();
-    loop {
-        let mut client = chatd.connect();
-        client.send(&format!("JOIN {name}"));
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            match client.try_recv() {
-                Some(line) if line == format!("OK JOIN {name}") => return client,
-                Some(line) => lines.push(line),
-                None => break,
-            }
-        }
-        for line in &lines {
-            assert!(line.starts_with("ERR FULL ") || line == "BYE full", "JOIN {name} got {lines:?}");
-        }
-        refusals.push(lines);
-        assert!(Instant::now() < deadline, "no free place for {name}; refusals: {refusals:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_silent_connection_times_out_and_frees_its_place() {
     let chatd = Chatd::start(&["--join-timeout", "500ms", "--max-clients", "1"]);
@@ -361,7 +333,7 @@ fn a_silent_connection_times_out_and_frees_its_place() {
     silent.close_write();
     drop(silent);
 
-    let mut member = join_when_a_place_is_free(&chatd, "after");
+    let mut member = chatd.join_when_a_place_is_free("after");
     // The one place is taken now: the limit is in force.
     let mut extra = Client::connect(chatd.addr);
     extra.expect_prefix("HELLO chatd/");

@@ -90,6 +90,33 @@ impl Chatd {
         client
     }
 
+    /// Joins as `name` once the server has a free place. A closed
+    /// connection's place is given back when its server thread ends, which no
+    /// client can see happen; so this tries again until `PATIENCE` runs out,
+    /// as `wait` does for an exit, and fails on anything but `FULL`.
+    pub fn join_when_a_place_is_free(&self, name: &str) -> Client {
+        let deadline = Instant::now() + PATIENCE;
+        let mut refusals = Vec::new();
+        loop {
+            let mut client = self.connect();
+            client.send(&format!("JOIN {name}"));
+            let mut lines = Vec::new();
+            for _ in 0..3 {
+                match client.try_recv() {
+                    Some(line) if line == format!("OK JOIN {name}") => return client,
+                    Some(line) => lines.push(line),
+                    None => break,
+                }
+            }
+            for line in &lines {
+                assert!(line.starts_with("ERR FULL ") || line == "BYE full", "JOIN {name} got {lines:?}");
+            }
+            refusals.push(lines);
+            assert!(Instant::now() < deadline, "no free place for {name}; refusals: {refusals:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal chatd");
     }
