@@ -652,28 +652,7 @@ fn a_slow_reader_that_keeps_up_on_average_stays_and_one_that_stops_is_dropped() 
     assert!(behind > 4 * RECEIVE_BUFFER, "the slowpoke was only {behind} bytes behind");
     // The stopper's connection is closed, after a gap-free part of the room
     // and perhaps BYE slow; only its very last line may be cut short.
-    let rest = String::from_utf8(stopper.read_to_end()).expect("UTF-8 from chatd");
-    assert_eq!(stopper.try_recv(), None, "the stopper's connection is closed");
-    let mut lines: Vec<&str> = rest.split('\n').collect();
-    let fragment = lines.pop().unwrap_or("");
-    let mut lines = lines.into_iter();
-    assert_eq!(lines.next(), Some("JOINED talker"));
-    let mut got = 0;
-    let mut said_bye = false;
-    for line in lines {
-        assert!(!said_bye, "the stopper got {line:?} after BYE slow");
-        if line == "BYE slow" {
-            said_bye = true;
-            continue;
-        }
-        assert_eq!(line, format!("MSG talker {}", hundred(got)), "the stopper got a room with a hole in it");
-        got += 1;
-    }
-    let next_line = format!("MSG talker {}\n", hundred(got));
-    assert!(
-        fragment.is_empty() || (!said_bye && (next_line.starts_with(fragment) || "BYE slow".starts_with(fragment))),
-        "the stopper's connection ended with {fragment:?} after {got} messages"
-    );
+    let got = stopper.expect_dropped_as_slow("stopper", "talker", hundred);
     assert!(got <= left_at, "the stopper got {got} messages but was dropped after {left_at}");
     watcher.expect_quiet();
 }

@@ -1,17 +1,17 @@
 //! Faults: clients that die, stall, flood, stay silent or vanish, and the
 //! server's signals. Real processes, real sockets, real signals.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::Mutex;
 use std::thread;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::util::netns::{self, Netns, NsChatd};
+use crate::util::netns::{self, lines_of, Netns, NsChatd};
 use crate::util::{Chatd, Client, PATIENCE};
 
 /// A process this test started, killed (SIGKILL, by its PID) and reaped when
@@ -36,21 +36,6 @@ impl Drop for Proc {
             let _ = self.0.wait();
         }
     }
-}
-
-/// The lines a pipe yields, read on a thread of their own so that waiting for
-/// one can have a deadline.
-fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// The next line from `lines`, failing the test after `PATIENCE` or at EOF.
@@ -222,29 +207,7 @@ fn sleeper_is_dropped_and_readers_lose_nothing(args: &[&str]) {
     assert_eq!(left_ats[0], left_ats[1], "the readers saw the sleeper leave at different places");
 
     // The sleeper finally reads: a gap-free prefix of the room, then the end.
-    let raw = sleeper.read_to_end();
-    assert_eq!(sleeper.try_recv(), None, "the sleeper's connection is closed");
-    let text = String::from_utf8(raw).expect("UTF-8 from chatd");
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    let fragment = lines.pop().unwrap_or("");
-    let mut lines = lines.into_iter();
-    assert_eq!(lines.next(), Some("JOINED talker"));
-    let mut got = 0;
-    let mut said_bye = false;
-    for line in lines {
-        assert!(!said_bye, "the sleeper got {line:?} after BYE slow");
-        if line == "BYE slow" {
-            said_bye = true;
-            continue;
-        }
-        assert_eq!(line, format!("MSG talker {}", flood_text(got)));
-        got += 1;
-    }
-    let next_msg = format!("MSG talker {}\n", flood_text(got));
-    assert!(
-        fragment.is_empty() || (!said_bye && (next_msg.starts_with(fragment) || "BYE slow".starts_with(fragment))),
-        "the sleeper's connection ended with {fragment:?} after {got} messages"
-    );
+    let got = sleeper.expect_dropped_as_slow("sleeper", "talker", flood_text);
     assert!(got <= left_ats[0], "the sleeper got {got} messages, but was dropped after {}", left_ats[0]);
     assert!(got < TOTAL, "the sleeper got everything: the flood was too small");
 }

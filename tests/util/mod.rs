@@ -253,6 +253,37 @@ impl Client {
         lines
     }
 
+    /// For a member dropped as slow while `talker` sent `MSG talker
+    /// text_of(0)`, `text_of(1)`, …: reads to the close and checks it was sent
+    /// a gap-free prefix of the room after `JOINED talker`, perhaps `BYE
+    /// slow`, and nothing after; only the very last line may be cut short.
+    /// Returns how many messages it got.
+    pub fn expect_dropped_as_slow(&mut self, who: &str, talker: &str, text_of: impl Fn(usize) -> String) -> usize {
+        let text = String::from_utf8(self.read_to_end()).expect("UTF-8 from chatd");
+        assert_eq!(self.try_recv(), None, "the {who}'s connection is closed");
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        let fragment = lines.pop().unwrap_or("");
+        let mut lines = lines.into_iter();
+        assert_eq!(lines.next(), Some(format!("JOINED {talker}").as_str()));
+        let mut got = 0;
+        let mut said_bye = false;
+        for line in lines {
+            assert!(!said_bye, "the {who} got {line:?} after BYE slow");
+            if line == "BYE slow" {
+                said_bye = true;
+                continue;
+            }
+            assert_eq!(line, format!("MSG {talker} {}", text_of(got)), "the {who} got a room with a hole in it");
+            got += 1;
+        }
+        let next = format!("MSG {talker} {}\n", text_of(got));
+        assert!(
+            fragment.is_empty() || (!said_bye && (next.starts_with(fragment) || "BYE slow".starts_with(fragment))),
+            "the {who}'s connection ended with {fragment:?} after {got} messages"
+        );
+        got
+    }
+
     pub fn close_write(&self) {
         self.stream.shutdown(Shutdown::Write).unwrap();
     }
