@@ -10,9 +10,10 @@
 //! because its thread has not run yet is left alone, up to a hard limit that
 //! keeps the log's memory bounded whatever happens.
 //!
-//! This is the whole interface a connection needs: [`Room::join`], then the
-//! [`Membership`] it returns. A room spanning several servers would sit
-//! behind the same two types.
+//! Nobody waits on the room itself: whoever delivers events subscribes with
+//! [`Room::listen`] and is told when the log grows, and each member is told
+//! through its own [`Notify`] when it is expelled. A room spanning several
+//! servers would sit behind the same types.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -21,14 +22,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::name::Name;
 use crate::protocol::{self, LeaveReason, ServerLine};
-use crate::wakeup::Wakeup;
 
 /// One finished wire line, shared by every reader.
 pub type Line = Arc<[u8]>;
 
+/// Something to tell: a delivering thread that the log grew, a member's
+/// connection that it was expelled. Called with the room locked, so it must
+/// only set a flag or write to a descriptor, never block.
+pub trait Notify: Send + Sync + fmt::Debug {
+    fn notify(&self);
+}
+
 #[derive(Debug)]
 pub struct Room {
     state: Mutex<State>,
+    /// The sequence number the next entry will get, readable without the
+    /// lock: delivering threads compare it with their members' cursors.
+    head: AtomicU64,
     closed: AtomicBool,
     max_lag: u64,
 }
@@ -53,8 +63,8 @@ struct State {
     readers: Vec<Arc<Member>>,
     /// The members, by name key.
     names: HashMap<String, Arc<Member>>,
-    /// Readers waiting in `poll` for the log to grow.
-    parked: Vec<Arc<Member>>,
+    /// Told whenever the log grows.
+    listeners: Vec<Arc<dyn Notify>>,
     next_id: u64,
     /// `head_bytes` before which no sweep is due: sweeps are O(members), so
     /// at least a quarter of `max_lag` is appended between two.
@@ -79,10 +89,10 @@ struct Member {
     /// its `LEFT` once it left.
     end: AtomicU64,
     status: AtomicU8,
-    parked: AtomicBool,
     /// Whether its connection last found its socket full.
     blocked: AtomicBool,
-    waker: Arc<Wakeup>,
+    /// Told when it is expelled.
+    connection: Arc<dyn Notify>,
 }
 
 const PRESENT: u8 = 0;
@@ -110,12 +120,30 @@ impl Room {
     /// A room that expels a member once more than `max_lag` bytes of events
     /// wait for it.
     pub fn new(max_lag: usize) -> Arc<Room> {
-        Arc::new(Room { state: Mutex::default(), closed: AtomicBool::new(false), max_lag: max_lag as u64 })
+        Arc::new(Room {
+            state: Mutex::default(),
+            head: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            max_lag: max_lag as u64,
+        })
+    }
+
+    /// Has `listener` told each time the log grows. It is told while the
+    /// room is locked, so one that has not yet looked at [`Room::head`] again
+    /// cannot miss news.
+    pub fn listen(&self, listener: Arc<dyn Notify>) {
+        self.lock().listeners.push(listener);
+    }
+
+    /// The sequence number the next event will get.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::SeqCst)
     }
 
     /// Enters the room under `name`. Everyone else is told `JOINED`; the new
-    /// member reads events from this point on.
-    pub fn join(self: &Arc<Self>, name: Name, waker: Arc<Wakeup>) -> Result<Membership, JoinError> {
+    /// member reads events from this point on. `connection` is told if the
+    /// member is expelled for falling behind.
+    pub fn join(self: &Arc<Self>, name: Name, connection: Arc<dyn Notify>) -> Result<Membership, JoinError> {
         let mut st = self.lock();
         if self.is_closed() {
             return Err(JoinError::Closed);
@@ -129,16 +157,14 @@ impl Room {
             cursor: AtomicU64::new(st.head()),
             end: AtomicU64::new(u64::MAX),
             status: AtomicU8::new(PRESENT),
-            parked: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
-            waker,
+            connection,
             name,
         });
         st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
         st.readers.push(Arc::clone(&member));
         let line = ServerLine::Joined(member.name.to_string());
-        let woken = self.append(st, member.id, line_of(&line));
-        wake(woken);
+        self.append(&mut st, member.id, line_of(&line));
         Ok(Membership { room: Arc::clone(self), member })
     }
 
@@ -156,12 +182,12 @@ impl Room {
         self.len() == 0
     }
 
-    /// Takes no more events or members, and wakes every reader so it can
-    /// finish what it was sent.
+    /// Takes no more events or members, and tells every listener so the
+    /// last events go out.
     pub fn close(&self) {
         let st = self.lock();
         self.closed.store(true, Ordering::SeqCst);
-        st.readers.iter().for_each(|m| m.waker.wake());
+        st.listeners.iter().for_each(|l| l.notify());
     }
 
     pub fn is_closed(&self) -> bool {
@@ -174,23 +200,16 @@ impl Room {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends an event, expels whoever fell too far behind, and returns the
-    /// parked readers to wake once the lock is released.
-    #[must_use]
-    fn append(&self, mut st: MutexGuard<'_, State>, from: u64, line: Line) -> Vec<Arc<Member>> {
+    /// Appends an event, expels whoever fell too far behind, and tells the
+    /// listeners.
+    fn append(&self, st: &mut State, from: u64, line: Line) {
         st.push(from, line);
         if st.head_bytes - st.base_bytes > self.max_lag + self.max_lag / 4 && st.head_bytes >= st.next_sweep {
             st.sweep(self.max_lag);
             st.next_sweep = st.head_bytes + self.max_lag / 4;
         }
-        std::mem::take(&mut st.parked)
-    }
-}
-
-fn wake(members: Vec<Arc<Member>>) {
-    for member in members {
-        member.parked.store(false, Ordering::SeqCst);
-        member.waker.wake();
+        self.head.store(st.head(), Ordering::SeqCst);
+        st.listeners.iter().for_each(|l| l.notify());
     }
 }
 
@@ -240,7 +259,7 @@ impl State {
                 let line = ServerLine::Left { name: member.name.to_string(), reason: LeaveReason::Slow };
                 self.push(member.id, line_of(&line));
             }
-            member.waker.wake();
+            member.connection.notify();
         }
         self.trim();
     }
@@ -305,12 +324,11 @@ impl Membership {
     /// Sends `text` to everyone else.
     pub fn say(&self, text: &str) -> Result<(), Closed> {
         let line = protocol::msg_line(self.member.name.as_str(), text);
-        let st = self.room.lock();
+        let mut st = self.room.lock();
         if self.room.is_closed() {
             return Err(Closed);
         }
-        let woken = self.room.append(st, self.member.id, line);
-        wake(woken);
+        self.room.append(&mut st, self.member.id, line);
         Ok(())
     }
 
@@ -329,14 +347,24 @@ impl Membership {
             return end;
         }
         let line = ServerLine::Left { name: self.member.name.to_string(), reason };
-        let woken = self.room.append(st, self.member.id, line_of(&line));
-        wake(woken);
+        self.room.append(&mut st, self.member.id, line_of(&line));
         end
     }
 
     /// Tells the room whether this member's socket was found full.
     pub fn set_blocked(&self, blocked: bool) {
         self.member.blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    /// Whether its socket was last found full.
+    pub fn is_blocked(&self) -> bool {
+        self.member.blocked.load(Ordering::SeqCst)
+    }
+
+    /// Whether events before `head` (from [`Room::head`]) are still to be
+    /// read: a cheap look, without the lock.
+    pub fn is_behind(&self, head: u64) -> bool {
+        self.cursor() < head.min(self.member.end.load(Ordering::SeqCst))
     }
 
     /// Whether the room expelled this member for falling behind.
@@ -366,21 +394,6 @@ impl Membership {
         self.member.cursor.store(seq, Ordering::SeqCst);
         Ok(Fetched { advanced: seq - start, more: seq < end })
     }
-
-    /// Registers for a wake-up when the log grows. Returns false, and
-    /// registers nothing, when there is already something to read, the
-    /// member was expelled, or the room is closing: then do not wait.
-    pub fn park(&self) -> bool {
-        let mut st = self.room.lock();
-        let end = st.head().min(self.member.end.load(Ordering::SeqCst));
-        if self.cursor() < end || self.is_expelled() || self.room.is_closed() {
-            return false;
-        }
-        if !self.member.parked.swap(true, Ordering::SeqCst) {
-            st.parked.push(Arc::clone(&self.member));
-        }
-        true
-    }
 }
 
 impl Drop for Membership {
@@ -389,7 +402,6 @@ impl Drop for Membership {
         let mut st = self.room.lock();
         let id = self.member.id;
         st.readers.retain(|m| m.id != id);
-        st.parked.retain(|m| m.id != id);
         // Only the oldest reader holds entries back.
         if self.cursor() == st.base && !st.log.is_empty() {
             st.trim();
@@ -405,8 +417,24 @@ mod tests {
         Room::new(max_lag)
     }
 
+    /// Counts what it is told.
+    #[derive(Debug, Default)]
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl Notify for Counter {
+        fn notify(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Counter {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
     fn join(room: &Arc<Room>, name: &str) -> Membership {
-        room.join(Name::parse(name).unwrap(), Arc::new(Wakeup::new().unwrap())).unwrap()
+        room.join(Name::parse(name).unwrap(), Arc::new(Counter::default())).unwrap()
     }
 
     fn read_all(m: &Membership) -> Vec<String> {
@@ -431,7 +459,7 @@ mod tests {
     fn names_are_unique_until_their_owner_leaves() {
         let room = room(1 << 20);
         let carlos = join(&room, "Carlos");
-        let taken = room.join(Name::parse("CARLOS").unwrap(), Arc::new(Wakeup::new().unwrap()));
+        let taken = room.join(Name::parse("CARLOS").unwrap(), Arc::new(Counter::default()));
         assert_eq!(taken.unwrap_err(), JoinError::Taken("Carlos".into()));
         let watcher = join(&room, "Ana");
         carlos.leave(LeaveReason::Exit);
@@ -507,8 +535,31 @@ mod tests {
         let ana = join(&room, "Ana");
         room.close();
         assert_eq!(ana.say("late"), Err(Closed));
-        let late = room.join(Name::parse("Luis").unwrap(), Arc::new(Wakeup::new().unwrap()));
+        let late = room.join(Name::parse("Luis").unwrap(), Arc::new(Counter::default()));
         assert_eq!(late.unwrap_err(), JoinError::Closed);
-        assert!(!ana.park());
+        assert!(read_all(&ana).is_empty());
+        assert!(!ana.is_behind(room.head()));
+    }
+
+    #[test]
+    fn listeners_hear_of_every_event_and_the_expelled_of_their_expulsion() {
+        let room = room(1000);
+        let listener = Arc::new(Counter::default());
+        room.listen(Arc::clone(&listener) as Arc<dyn Notify>);
+        let sleeper_told = Arc::new(Counter::default());
+        let sleeper = room.join(Name::parse("sleeper").unwrap(), Arc::clone(&sleeper_told) as Arc<dyn Notify>);
+        let sleeper = sleeper.unwrap();
+        sleeper.set_blocked(true);
+        let talker = join(&room, "talker");
+        assert_eq!(listener.count(), 2);
+        assert!(sleeper.is_behind(room.head()));
+        read_all(&talker);
+        assert!(!talker.is_behind(room.head()));
+        for i in 0..100 {
+            talker.say(&format!("message {i}")).unwrap();
+        }
+        assert_eq!(listener.count(), 102);
+        assert!(sleeper.is_expelled());
+        assert_eq!(sleeper_told.count(), 1, "the expelled member's connection was not told once");
     }
 }

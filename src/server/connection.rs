@@ -1,6 +1,7 @@
-//! One client connection, on its own thread: it reads requests, answers them,
-//! and writes the room's events, waiting in one `poll` on its socket and its
-//! wake-up descriptor. Nothing here blocks on another client.
+//! One client connection, on its own thread: it reads requests, answers them
+//! and ends the connection, waiting in one `ppoll` on its socket. While it is
+//! a member, a writer thread sends it the room's events (see `writers`);
+//! everything else it sends itself. Nothing here blocks on another client.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -8,16 +9,20 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::signal::SigSet;
+use nix::sys::time::TimeSpec;
 
-use super::outbox::{FlushError, Outbox};
+use super::link::Link;
+use super::nudge::Nudge;
+use super::outbox::FlushError;
 use super::registry::Ticket;
+use super::writers::Attachment;
 use super::Context;
 use crate::framing::{Frame, LineReader};
 use crate::name::Name;
 use crate::protocol::{ByeReason, ErrorCode, LeaveReason, Printable, Refusal, Request, ServerLine, SERVER_ID};
-use crate::room::{JoinError, Membership};
-use crate::wakeup::Wakeup;
+use crate::room::{JoinError, Membership, Notify};
 
 /// How long a closing connection may take to send its last lines (after
 /// `EXIT`, end of input or a join timeout).
@@ -36,11 +41,12 @@ enum End {
 
 pub(crate) struct Connection {
     ctx: Arc<Context>,
-    stream: TcpStream,
+    link: Arc<Link>,
     peer: SocketAddr,
-    waker: Arc<Wakeup>,
     input: LineReader,
     session: Session,
+    /// The signal mask to wait with, so that a nudge interrupts the wait.
+    wait_mask: SigSet,
     _ticket: Ticket,
 }
 
@@ -48,52 +54,76 @@ pub(crate) struct Connection {
 struct Session {
     ctx: Arc<Context>,
     peer: SocketAddr,
-    waker: Arc<Wakeup>,
-    out: Outbox,
-    member: Option<Membership>,
+    link: Arc<Link>,
+    /// The writer thread that sends the member its events.
+    attachment: Option<Attachment>,
     throttle: Throttle,
 }
 
 impl Connection {
-    pub fn new(
-        ctx: Arc<Context>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        waker: Arc<Wakeup>,
-        ticket: Ticket,
-    ) -> Connection {
+    pub fn new(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr, nudge: Arc<Nudge>, ticket: Ticket) -> Connection {
+        let link = Arc::new(Link::new(ticket.id(), stream, nudge));
         let session = Session {
             ctx: Arc::clone(&ctx),
             peer,
-            waker: Arc::clone(&waker),
-            out: Outbox::default(),
-            member: None,
+            link: Arc::clone(&link),
+            attachment: None,
             throttle: Throttle::new(ctx.config.rate_limit, ctx.config.rate_burst),
         };
         let input = LineReader::new(ctx.config.max_line);
-        Connection { ctx, stream, peer, waker, input, session, _ticket: ticket }
+        Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), _ticket: ticket }
     }
 
     pub fn run(mut self) {
+        let nudge = Arc::clone(&self.link.nudge);
+        let attached = match nudge.attach() {
+            Ok(attached) => attached,
+            Err(e) => {
+                self.ctx.log.error(format_args!("{}: cannot serve the connection: {e}", self.peer));
+                return;
+            }
+        };
+        self.wait_mask = attached.wait_mask;
         self.ctx.log.debug(format_args!("{}: connected", self.peer));
         let hello = ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() };
-        self.session.out.reply(0, &hello);
+        self.link.reply(0, &hello);
         let end = self.serve();
         self.finish(end);
+        drop(attached);
+    }
+
+    fn stream(&self) -> &TcpStream {
+        &self.link.stream
+    }
+
+    /// Why to stop, when another thread nudged this one to look.
+    fn interrupted(&self) -> Option<End> {
+        if self.ctx.room.is_closed() {
+            return Some(End::Shutdown);
+        }
+        if self.link.member().is_some_and(Membership::is_expelled) {
+            return Some(End::Slow);
+        }
+        if self.link.has_failed() {
+            let error = self.link.failure();
+            return Some(End::Failed(error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into())));
+        }
+        None
     }
 
     fn serve(&mut self) -> End {
         let join_deadline = Instant::now() + self.ctx.config.join_timeout;
         let mut end_of_input = false;
         loop {
-            if self.ctx.room.is_closed() {
-                return End::Shutdown;
+            self.link.nudge.take();
+            if let Some(end) = self.interrupted() {
+                return end;
             }
             let paused = match self.handle_input(end_of_input) {
                 Ok(paused) => paused,
                 Err(end) => return end,
             };
-            match self.session.out.flush(&self.stream, self.session.member.as_ref()) {
+            match self.link.flush() {
                 Ok(_) => {}
                 Err(FlushError::Expelled) => return End::Slow,
                 Err(FlushError::Io(e)) => return End::Failed(e),
@@ -106,31 +136,28 @@ impl Connection {
             // While lines read earlier wait, reading more would only grow the
             // buffer: TCP holds the sender back instead.
             let want_read = !end_of_input && !paused && may_read;
-            let want_write = self.session.out.is_blocked();
-            if !want_write && self.session.member.as_ref().is_some_and(|m| !m.park()) {
-                continue;
-            }
+            // A member's writer thread waits for room in its socket; this
+            // thread does only before joining, or to read again sooner.
+            let want_write =
+                self.link.is_blocked() && (self.link.member().is_none() || self.link.is_backlogged());
             let mut timeout = self.session.throttle.wait();
-            if self.session.member.is_none() {
+            if self.link.member().is_none() {
                 let left = join_deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return End::JoinTimeout;
                 }
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            let ready = match wait(&self.stream, &self.waker, want_read, want_write, timeout) {
+            let ready = match wait(self.stream(), &self.wait_mask, want_read, want_write, timeout) {
                 Ok(ready) => ready,
                 Err(e) => return End::Failed(e),
             };
-            if ready.woken {
-                self.waker.clear();
-            }
             if ready.broken {
-                let error = self.stream.take_error().ok().flatten();
+                let error = self.link.failure();
                 return End::Failed(error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
             }
             if ready.readable {
-                match self.input.read_from(&mut &self.stream) {
+                match self.input.read_from(&mut &self.link.stream) {
                     Ok(0) => end_of_input = true,
                     Ok(_) => {}
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
@@ -166,6 +193,10 @@ impl Connection {
 
     /// Says goodbye as the reason for ending asks, and closes.
     fn finish(mut self, end: End) {
+        // From here this thread alone writes, and waits for room to.
+        if let Some(at) = self.session.attachment.take() {
+            self.ctx.writers.detach(&self.link, at);
+        }
         let reason = match &end {
             End::Exit => Some(LeaveReason::Exit),
             End::InputClosed => Some(LeaveReason::Lost),
@@ -174,8 +205,8 @@ impl Connection {
             End::Slow => Some(LeaveReason::Slow),
             End::JoinTimeout | End::Shutdown => None,
         };
-        let session = &mut self.session;
-        let end_seq = match (&session.member, reason) {
+        let link = &self.link;
+        let end_seq = match (link.member(), reason) {
             (Some(member), Some(reason)) => {
                 let at = member.leave(reason);
                 self.ctx.log.info(format_args!(
@@ -196,21 +227,21 @@ impl Connection {
             End::Shutdown => Some((ByeReason::Shutdown, self.ctx.config.shutdown_timeout)),
             End::JoinTimeout => {
                 let refusal = Refusal::new(ErrorCode::Timeout, "no JOIN in time; connect again and type JOIN <name>");
-                session.out.reply(0, &ServerLine::Err(refusal));
+                link.reply(0, &ServerLine::Err(refusal));
                 Some((ByeReason::Timeout, LINGER))
             }
             End::InputClosed => None,
-            End::Slow if !session.out.is_mid_line() => {
+            End::Slow if !link.is_mid_line() => {
                 // Its socket is most likely full: one try, no waiting.
-                session.out.reply(end_seq, &ServerLine::Bye(ByeReason::Slow));
-                let _ = session.out.flush(&self.stream, None);
+                link.reply(end_seq, &ServerLine::Bye(ByeReason::Slow));
+                let _ = link.flush_replies();
                 return;
             }
             End::Slow | End::Failed(_) => return,
         };
         let linger = bye.map_or(LINGER, |(_, linger)| linger);
         if let Some((reason, _)) = bye {
-            session.out.reply(end_seq, &ServerLine::Bye(reason));
+            link.reply(end_seq, &ServerLine::Bye(reason));
         }
         let deadline = Instant::now() + linger;
         if self.drain(deadline) {
@@ -224,7 +255,7 @@ impl Connection {
     fn drain(&mut self, deadline: Instant) -> bool {
         let mut end_of_input = false;
         loop {
-            match self.session.out.flush(&self.stream, self.session.member.as_ref()) {
+            match self.link.flush() {
                 Ok(true) => return true,
                 Ok(false) => {}
                 Err(_) => return false,
@@ -233,19 +264,16 @@ impl Connection {
             if left.is_zero() {
                 return false;
             }
-            let ready = match wait(&self.stream, &self.waker, !end_of_input, true, Some(left)) {
+            let ready = match wait(self.stream(), &self.wait_mask, !end_of_input, true, Some(left)) {
                 Ok(ready) if !ready.broken => ready,
                 _ => return false,
             };
             if ready.readable {
-                match discard_input(&self.stream) {
+                match discard_input(self.stream()) {
                     Ok(0) => end_of_input = true,
                     Ok(_) => {}
                     Err(_) => return false,
                 }
-            }
-            if ready.woken {
-                self.waker.clear();
             }
         }
     }
@@ -254,16 +282,19 @@ impl Connection {
     /// briefly for the client's end. Closing with unread input would send a
     /// reset, which can destroy the last lines before the client reads them.
     fn close_gently(&self, deadline: Instant) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream().shutdown(Shutdown::Write);
         let deadline = deadline.min(Instant::now() + Duration::from_secs(1));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match wait(&self.stream, &self.waker, true, false, Some(left)) {
-                Ok(ready) if ready.readable && !left.is_zero() => match discard_input(&self.stream) {
+            if left.is_zero() {
+                return;
+            }
+            match wait(self.stream(), &self.wait_mask, true, false, Some(left)) {
+                Ok(ready) if ready.readable => match discard_input(self.stream()) {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                Ok(ready) if ready.woken && !left.is_zero() => self.waker.clear(),
+                Ok(ready) if !ready.broken => {}
                 _ => return,
             }
         }
@@ -273,18 +304,18 @@ impl Connection {
 impl Session {
     /// Whether the next request may be handled now.
     fn may_read(&mut self) -> bool {
-        !self.out.is_backlogged() && self.throttle.ready()
+        !self.link.is_backlogged() && self.throttle.ready()
     }
 
     /// Where a reply made now belongs among the room's events.
     fn now(&self) -> u64 {
-        self.member.as_ref().map_or(0, Membership::head)
+        self.link.member().map_or(0, Membership::head)
     }
 
     fn refuse(&mut self, refusal: Refusal) {
         self.ctx.log.debug(format_args!("{}: ERR {}", self.peer, Printable(&refusal.to_string())));
         let at = self.now();
-        self.out.reply(at, &ServerLine::Err(refusal));
+        self.link.reply(at, &ServerLine::Err(refusal));
     }
 
     fn handle(&mut self, frame: Frame<'_>) -> Option<End> {
@@ -311,11 +342,12 @@ impl Session {
 
     fn execute(&mut self, request: Request<'_>) -> Option<End> {
         let not_joined = || Refusal::new(ErrorCode::NotJoined, "JOIN <name> first");
-        match (request, &self.member) {
+        let link = Arc::clone(&self.link);
+        match (request, link.member()) {
             (Request::Exit, _) => return Some(End::Exit),
             (Request::Ping(token), _) => {
                 let at = self.now();
-                self.out.reply(at, &ServerLine::Pong(token.map(str::to_owned)));
+                link.reply(at, &ServerLine::Pong(token.map(str::to_owned)));
             }
             (Request::Join(_), Some(member)) => {
                 let text = format!("already joined as {}; EXIT and connect again to change name", member.name());
@@ -330,7 +362,7 @@ impl Session {
             }
             (Request::Names, Some(member)) => {
                 let (at, names) = member.names();
-                self.out.reply(at, &ServerLine::Names(names));
+                link.reply(at, &ServerLine::Names(names));
             }
         }
         None
@@ -344,12 +376,20 @@ impl Session {
                 return None;
             }
         };
-        match self.ctx.room.join(name, Arc::clone(&self.waker)) {
+        let told: Arc<dyn Notify> = Arc::clone(&self.link.nudge) as Arc<dyn Notify>;
+        match self.ctx.room.join(name, told) {
             Ok(member) => {
                 let at = member.cursor();
-                self.out.reply(at, &ServerLine::OkJoin(member.name().to_string()));
+                self.link.reply(at, &ServerLine::OkJoin(member.name().to_string()));
                 self.ctx.log.info(format_args!("{} joined from {}", member.name(), self.peer));
-                self.member = Some(member);
+                self.link.set_member(member);
+                match self.ctx.writers.attach(&self.link) {
+                    Ok(at) => self.attachment = Some(at),
+                    Err(e) => {
+                        self.ctx.log.error(format_args!("{}: cannot hand over to a writer thread: {e}", self.peer));
+                        return Some(End::Failed(e));
+                    }
+                }
                 None
             }
             Err(JoinError::Taken(holder)) => {
@@ -371,37 +411,29 @@ fn discard_input(stream: &TcpStream) -> io::Result<usize> {
     }
 }
 
-/// What `poll` reported.
+/// What `poll` reported: nothing when a nudge interrupted it.
 #[derive(Debug, Default)]
 struct Ready {
     readable: bool,
     broken: bool,
-    woken: bool,
 }
 
-fn wait(stream: &TcpStream, waker: &Wakeup, read: bool, write: bool, timeout: Option<Duration>) -> io::Result<Ready> {
+/// Waits for the socket, for `timeout` at most, or until nudged.
+fn wait(stream: &TcpStream, mask: &SigSet, read: bool, write: bool, timeout: Option<Duration>) -> io::Result<Ready> {
     let mut events = PollFlags::empty();
     events.set(PollFlags::POLLIN, read);
     events.set(PollFlags::POLLOUT, write);
-    let mut fds = [PollFd::new(stream.as_fd(), events), PollFd::new(waker.as_fd(), PollFlags::POLLIN)];
-    let timeout = match timeout {
-        // Rounded up: waking a little early would spin.
-        Some(t) => PollTimeout::try_from(t.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX),
-        None => PollTimeout::NONE,
-    };
-    match poll(&mut fds, timeout) {
+    let mut fds = [PollFd::new(stream.as_fd(), events)];
+    match ppoll(&mut fds, timeout.map(TimeSpec::from_duration), Some(*mask)) {
         Ok(_) => {}
         Err(nix::errno::Errno::EINTR) => return Ok(Ready::default()),
         Err(e) => return Err(e.into()),
     }
     let socket = fds[0].revents().unwrap_or(PollFlags::empty());
-    let waker = fds[1].revents().unwrap_or(PollFlags::empty());
     Ok(Ready {
         readable: socket.contains(PollFlags::POLLIN),
         broken: socket.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
             && !socket.contains(PollFlags::POLLIN),
-        woken: waker.contains(PollFlags::POLLIN),
     })
 }
 

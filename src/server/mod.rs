@@ -3,11 +3,14 @@
 //! wrapper over these two.
 
 mod connection;
+mod link;
 mod log;
+mod nudge;
 mod outbox;
 mod registry;
 mod shutdown;
 mod socket;
+mod writers;
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -21,12 +24,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use self::connection::Connection;
 pub use self::log::{Log, Verbosity};
+use self::nudge::Nudge;
 use self::registry::Registry;
 pub use self::shutdown::ShutdownSignal;
 pub use self::socket::KeepaliveTiming;
 use crate::protocol::{ByeReason, ErrorCode, Refusal, ServerLine, SERVER_ID};
+use self::writers::Writers;
 use crate::room::Room;
-use crate::wakeup::Wakeup;
 
 /// Each connection thread's stack. Little is kept on it; the pages it never
 /// touches cost no memory, but an idle member's touched ones do.
@@ -71,6 +75,7 @@ struct Context {
     config: Config,
     room: Arc<Room>,
     registry: Arc<Registry>,
+    writers: Writers,
     log: Log,
 }
 
@@ -85,8 +90,12 @@ impl Server {
         raise_fd_limit();
         let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e))?;
         listener.set_nonblocking(true)?;
+        let room = Room::new(config.max_queue);
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
         let ctx = Context {
-            room: Room::new(config.max_queue),
+            room,
+            writers,
             registry: Registry::new(config.max_clients),
             log: Log::new(config.verbosity),
             config,
@@ -157,18 +166,15 @@ impl Server {
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
         let ctx = &self.ctx;
-        let waker = match Wakeup::new() {
-            Ok(waker) => Arc::new(waker),
-            Err(e) => return self.refuse(stream, peer, &format!("cannot make a wake-up descriptor: {e}")),
-        };
-        let Some(ticket) = ctx.registry.admit(Arc::clone(&waker)) else {
+        let nudge = Arc::new(Nudge::default());
+        let Some(ticket) = ctx.registry.admit(Arc::clone(&nudge)) else {
             return self.refuse(stream, peer, &format!("server full ({} connections)", ctx.registry.max()));
         };
         if let Err(e) = socket::configure(&stream, ctx.config.dead_peer_timeout) {
             ctx.log.error(format_args!("{peer}: cannot set socket options: {e}"));
             return;
         }
-        let connection = Connection::new(Arc::clone(ctx), stream, peer, waker, ticket);
+        let connection = Connection::new(Arc::clone(ctx), stream, peer, nudge, ticket);
         let spawned = thread::Builder::new().stack_size(THREAD_STACK).spawn(move || connection.run());
         if let Err(e) = spawned {
             ctx.log.error(format_args!("{peer}: cannot start a thread: {e}; lower --max-clients"));
@@ -201,8 +207,8 @@ fn bind_error(addr: SocketAddr, e: io::Error) -> anyhow::Error {
     anyhow!("cannot listen on {addr}: {e}; {hint}")
 }
 
-/// Each connection needs two descriptors (socket and wake-up); the soft limit
-/// is often 1024 while the hard one allows far more.
+/// Each connection needs a descriptor; the soft limit is often 1024 while the
+/// hard one allows far more.
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {

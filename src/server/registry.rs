@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::wakeup::Wakeup;
+use super::nudge::Nudge;
 
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -17,7 +17,7 @@ pub(crate) struct Registry {
 #[derive(Debug, Default)]
 struct Open {
     next: u64,
-    wakers: HashMap<u64, Arc<Wakeup>>,
+    wakers: HashMap<u64, Arc<Nudge>>,
 }
 
 /// A connection's place in the registry, given back when it is dropped.
@@ -33,7 +33,7 @@ impl Registry {
     }
 
     /// A place for one more connection, or `None` at the client limit.
-    pub fn admit(self: &Arc<Self>, waker: Arc<Wakeup>) -> Option<Ticket> {
+    pub fn admit(self: &Arc<Self>, waker: Arc<Nudge>) -> Option<Ticket> {
         let mut open = self.lock();
         if open.wakers.len() >= self.max {
             return None;
@@ -53,7 +53,7 @@ impl Registry {
     }
 
     pub fn wake_all(&self) {
-        self.lock().wakers.values().for_each(|w| w.wake());
+        self.lock().wakers.values().for_each(|w| w.nudge());
     }
 
     /// Waits until every connection is closed or `deadline` passes; returns
@@ -71,6 +71,13 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Ticket {
+    /// Unique among the connections this registry admitted.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 }
 

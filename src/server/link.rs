@@ -1,0 +1,119 @@
+//! One client as its connection thread and the writer threads share it: the
+//! socket, what is still to be sent to it, and its place in the room.
+//!
+//! The connection thread reads, answers and writes its own replies; a
+//! writer thread sends it the room's events. Both go through the one
+//! [`Outbox`], under its lock, so replies keep their place among the events
+//! whoever writes them.
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use super::nudge::Nudge;
+use super::outbox::{FlushError, Outbox};
+use crate::protocol::ServerLine;
+use crate::room::Membership;
+
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub id: u64,
+    pub stream: TcpStream,
+    out: Mutex<Outbox>,
+    member: OnceLock<Membership>,
+    /// Wakes the connection thread: its member was expelled, a writer found
+    /// the connection broken, or the server is closing.
+    pub nudge: Arc<Nudge>,
+    /// The error a writer thread met, for the connection thread to report.
+    failure: Mutex<Option<io::Error>>,
+    /// Whether a writer thread met an error: then writers leave it alone.
+    failed: AtomicBool,
+}
+
+impl Link {
+    pub fn new(id: u64, stream: TcpStream, nudge: Arc<Nudge>) -> Link {
+        Link { id, stream, out: Mutex::default(), member: OnceLock::new(), nudge, failure: Mutex::default(), failed: AtomicBool::new(false) }
+    }
+
+    pub fn member(&self) -> Option<&Membership> {
+        self.member.get()
+    }
+
+    /// Records the membership a join gave. Only once.
+    pub fn set_member(&self, member: Membership) {
+        assert!(self.member.set(member).is_ok(), "a connection joins once");
+    }
+
+    /// Queues a reply to go out after the room's events before `at`.
+    pub fn reply(&self, at: u64, line: &ServerLine) {
+        self.out().reply(at, line);
+    }
+
+    /// Writes what is ready, until done or the socket is full; true when
+    /// nothing is left.
+    pub fn flush(&self) -> Result<bool, FlushError> {
+        self.out().flush(&self.stream, self.member())
+    }
+
+    /// What a writer thread does: sends the member its events. A broken
+    /// connection is left for its own thread to end; an expelled member's
+    /// thread was told by the room.
+    pub fn deliver(&self) {
+        let mut out = self.out();
+        if let Err(FlushError::Io(e)) = out.flush(&self.stream, self.member()) {
+            // Kept while the outbox is locked: see `failure`.
+            self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+            self.failed.store(true, Ordering::SeqCst);
+            drop(out);
+            self.nudge.nudge();
+        }
+    }
+
+    /// Whether a writer thread found the connection broken.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Whether a writer thread should deliver now: the member has events
+    /// before `head` to read, its socket has room, and nothing failed.
+    pub fn is_due(&self, head: u64) -> bool {
+        self.member().is_some_and(|m| !m.is_blocked() && m.is_behind(head)) && !self.has_failed()
+    }
+
+    /// Why the connection broke: what a writer thread met, or else what the
+    /// socket reports. The socket reports an error only once, to whichever
+    /// thread asks first, so this waits for any write in progress.
+    pub fn failure(&self) -> Option<io::Error> {
+        let _out = self.out();
+        let writer_met = self.failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+        writer_met.or_else(|| self.stream.take_error().ok().flatten())
+    }
+
+    /// Whether the last write found the socket full.
+    pub fn is_blocked(&self) -> bool {
+        self.out().is_blocked()
+    }
+
+    /// Whether so many replies wait that reading requests should pause.
+    pub fn is_backlogged(&self) -> bool {
+        self.out().is_backlogged()
+    }
+
+    /// Whether part of a line has gone out, so nothing else may be written
+    /// before its end.
+    pub fn is_mid_line(&self) -> bool {
+        self.out().is_mid_line()
+    }
+
+    /// Sends what is ready without the room's events: for the last words
+    /// to a member that was expelled.
+    pub fn flush_replies(&self) -> Result<bool, FlushError> {
+        self.out().flush(&self.stream, None)
+    }
+
+    fn out(&self) -> MutexGuard<'_, Outbox> {
+        // The outbox is consistent between calls: nothing in it panics midway.
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
