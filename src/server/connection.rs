@@ -61,7 +61,13 @@ struct Session {
 }
 
 impl Connection {
-    pub fn new(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr, nudge: Arc<Nudge>, ticket: Ticket) -> Connection {
+    pub fn new(
+        ctx: Arc<Context>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        nudge: Arc<Nudge>,
+        ticket: Ticket,
+    ) -> Connection {
         let link = Arc::new(Link::new(ticket.id(), stream, nudge));
         let session = Session {
             ctx: Arc::clone(&ctx),
@@ -138,8 +144,7 @@ impl Connection {
             let want_read = !end_of_input && !paused && may_read;
             // A member's writer thread waits for room in its socket; this
             // thread does only before joining, or to read again sooner.
-            let want_write =
-                self.link.is_blocked() && (self.link.member().is_none() || self.link.is_backlogged());
+            let want_write = self.link.is_blocked() && (self.link.member().is_none() || self.link.is_backlogged());
             let mut timeout = self.session.throttle.wait();
             if self.link.member().is_none() {
                 let left = join_deadline.saturating_duration_since(Instant::now());
@@ -404,7 +409,7 @@ impl Session {
 /// Reads and throws away what the client sent: `Ok(0)` at its end. Only
 /// while closing, when no request is taken any more.
 fn discard_input(stream: &TcpStream) -> io::Result<usize> {
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; 512];
     match (&*stream).read(&mut buf) {
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(1),
         result => result,

@@ -33,7 +33,15 @@ pub(crate) struct Link {
 
 impl Link {
     pub fn new(id: u64, stream: TcpStream, nudge: Arc<Nudge>) -> Link {
-        Link { id, stream, out: Mutex::default(), member: OnceLock::new(), nudge, failure: Mutex::default(), failed: AtomicBool::new(false) }
+        Link {
+            id,
+            stream,
+            out: Mutex::default(),
+            member: OnceLock::new(),
+            nudge,
+            failure: Mutex::default(),
+            failed: AtomicBool::new(false),
+        }
     }
 
     pub fn member(&self) -> Option<&Membership> {

@@ -28,8 +28,8 @@ use self::nudge::Nudge;
 use self::registry::Registry;
 pub use self::shutdown::ShutdownSignal;
 pub use self::socket::KeepaliveTiming;
-use crate::protocol::{ByeReason, ErrorCode, Refusal, ServerLine, SERVER_ID};
 use self::writers::Writers;
+use crate::protocol::{ByeReason, ErrorCode, Refusal, ServerLine, SERVER_ID};
 use crate::room::Room;
 
 /// Each connection thread's stack. Little is kept on it; the pages it never

@@ -20,6 +20,10 @@ const MAX_BATCH: usize = 1024;
 /// requests: a client that sends `PING`s and never reads slows itself down.
 const REPLY_BACKLOG: usize = 1 << 20;
 
+/// Lines of capacity an empty queue keeps, so a quiet room costs no
+/// allocation per message.
+const KEPT_CAPACITY: usize = 16;
+
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     replies: VecDeque<(u64, Line)>,
@@ -73,6 +77,7 @@ impl Outbox {
             self.refill(member)?;
             if self.batch.is_empty() {
                 self.set_blocked(false, member);
+                self.release_memory();
                 return Ok(true);
             }
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.batch.len());
@@ -123,6 +128,17 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// Gives back what a burst made the queues grow to: most members are
+    /// idle most of the time, and an idle member should cost little.
+    fn release_memory(&mut self) {
+        if self.batch.capacity() > KEPT_CAPACITY {
+            self.batch = VecDeque::new();
+        }
+        if self.replies.is_empty() && self.replies.capacity() > KEPT_CAPACITY {
+            self.replies = VecDeque::new();
+        }
     }
 
     fn consume(&mut self, mut n: usize) {

@@ -37,9 +37,13 @@ pub(crate) struct Writers {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// One writer's share of the links. The writer keeps its links to itself
+/// while it walks them; others only queue arrivals and departures, so a join
+/// never waits for a walk to end.
 #[derive(Debug)]
 struct Shard {
-    links: Mutex<HashMap<u64, Arc<Link>>>,
+    arriving: Mutex<Vec<Arc<Link>>>,
+    leaving: Mutex<Vec<u64>>,
     epoll: Epoll,
     bell: Arc<Bell>,
     stop: AtomicBool,
@@ -73,8 +77,13 @@ impl Writers {
             let bell = Arc::new(Bell { asleep: AtomicBool::new(false), wakeup: Wakeup::new()? });
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
             epoll.add(bell.wakeup.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, BELL))?;
-            let shard =
-                Arc::new(Shard { links: Mutex::default(), epoll, bell: Arc::clone(&bell), stop: AtomicBool::new(false) });
+            let shard = Arc::new(Shard {
+                arriving: Mutex::default(),
+                leaving: Mutex::default(),
+                epoll,
+                bell: Arc::clone(&bell),
+                stop: AtomicBool::new(false),
+            });
             room.listen(bell);
             let (shard2, room) = (Arc::clone(&shard), Arc::clone(room));
             let thread = thread::Builder::new()
@@ -91,23 +100,26 @@ impl Writers {
     pub fn attach(&self, link: &Arc<Link>) -> io::Result<Attachment> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         let shard = &self.shards[i];
-        let mut links = shard.lock();
+        lock(&shard.arriving).push(Arc::clone(link));
         // Edge-triggered: one event each time a full socket gets room again.
         let interest = EpollFlags::EPOLLOUT | EpollFlags::EPOLLET;
-        shard.epoll.add(&link.stream, EpollEvent::new(interest, link.id))?;
-        links.insert(link.id, Arc::clone(link));
-        drop(links);
+        if let Err(e) = shard.epoll.add(&link.stream, EpollEvent::new(interest, link.id)) {
+            self.detach(link, Attachment(i));
+            return Err(e.into());
+        }
         // It may have missed news while not yet attached.
-        shard.bell.notify_always();
+        shard.bell.ring();
         Ok(Attachment(i))
     }
 
-    /// Takes the link back: once this returns, no writer touches it again.
+    /// Takes the link back. Its writer may still be in the middle of a
+    /// delivery, which the outbox's lock orders with the caller's writes; it
+    /// lets the link go before its next walk.
     pub fn detach(&self, link: &Link, at: Attachment) {
         let shard = &self.shards[at.0];
-        let mut links = shard.lock();
         let _ = shard.epoll.delete(&link.stream);
-        links.remove(&link.id);
+        lock(&shard.leaving).push(link.id);
+        shard.bell.ring();
     }
 }
 
@@ -125,18 +137,19 @@ impl Drop for Writers {
 }
 
 impl Bell {
-    fn notify_always(&self) {
+    fn ring(&self) {
         self.asleep.store(false, Ordering::SeqCst);
         self.wakeup.wake();
     }
 }
 
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Link>>> {
-        self.links.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
+impl Shard {
     fn run(&self, room: &Room) {
+        let mut links: HashMap<u64, Arc<Link>> = HashMap::new();
         let mut events = vec![EpollEvent::empty(); 256];
         let mut timeout = EpollTimeout::NONE;
         loop {
@@ -149,20 +162,25 @@ impl Shard {
                     0
                 }
             };
+            // Before looking at anything the bell may announce: a ring after
+            // this is kept for the next wait.
+            if events[..ready].iter().any(|e| e.data() == BELL) {
+                self.bell.wakeup.clear();
+            }
             self.bell.asleep.store(false, Ordering::SeqCst);
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
+            for link in lock(&self.arriving).drain(..) {
+                links.insert(link.id, link);
+            }
+            for id in lock(&self.leaving).drain(..) {
+                links.remove(&id);
+            }
             let head = room.head();
-            let links = self.lock();
             for event in &events[..ready] {
-                match event.data() {
-                    BELL => self.bell.wakeup.clear(),
-                    id => {
-                        if let Some(link) = links.get(&id) {
-                            link.deliver();
-                        }
-                    }
+                if let Some(link) = links.get(&event.data()) {
+                    link.deliver();
                 }
             }
             for link in links.values() {
@@ -170,7 +188,6 @@ impl Shard {
                     link.deliver();
                 }
             }
-            drop(links);
             // Asleep from here: an event appended after this is either seen
             // below or rings the bell.
             self.bell.asleep.store(true, Ordering::SeqCst);
