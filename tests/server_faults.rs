@@ -212,6 +212,25 @@ fn sleeper_is_dropped_and_readers_lose_nothing(args: &[&str]) {
     assert!(got < TOTAL, "the sleeper got everything: the flood was too small");
 }
 
+/// chatd wakes its connection threads with SIGURG; one sent from outside
+/// (say by `kill -URG`) must change nothing.
+#[test]
+fn a_stray_sigurg_changes_nothing() {
+    let chatd = Chatd::start(&[]);
+    let mut ana = chatd.join("ana");
+    let mut luis = chatd.join("luis");
+    for i in 0..20 {
+        chatd.signal(Signal::SIGURG);
+        ana.send(&format!("MSG n{i}"));
+    }
+    // Ana's PONG: all twenty were taken, so Luis's PONG comes after them.
+    assert_eq!(ana.sync(), ["JOINED luis"]);
+    let want: Vec<String> = (0..20).map(|i| format!("MSG ana n{i}")).collect();
+    assert_eq!(luis.sync(), want);
+    luis.send("NAMES");
+    luis.expect("NAMES ana luis");
+}
+
 #[test]
 fn sigterm_delivers_every_accepted_message_then_bye_shutdown() {
     const TOTAL: usize = 10_000;

@@ -228,3 +228,24 @@ fn names_lists_two_hundred_members_in_join_order() {
     again.expect(&format!("NAMES {}", still.join(" ")));
     assert_eq!(members[0].sync(), [format!("LEFT {} exit", joined[leaver]), format!("JOINED {}", joined[leaver])]);
 }
+
+/// The open-file limit is what caps a big room: each member may cost the
+/// server its socket and nothing more (no wake-up descriptor of its own).
+#[test]
+fn a_member_costs_the_server_one_descriptor() {
+    const MEMBERS: usize = 300;
+    let chatd = Chatd::start(&[]);
+    let descriptors = || std::fs::read_dir(format!("/proc/{}/fd", chatd.pid())).unwrap().count();
+    let mut first = chatd.join("first");
+    let before = descriptors();
+    let mut members: Vec<Client> = (0..MEMBERS).map(|i| chatd.join(&format!("d{i:03}"))).collect();
+    assert_eq!(first.sync().len(), MEMBERS, "first was not told of every join");
+    assert_eq!(descriptors() - before, MEMBERS);
+
+    // And each is sent the room's events.
+    first.send("MSG all here");
+    assert_eq!(first.sync(), Vec::<String>::new());
+    for member in &mut members[MEMBERS - 3..] {
+        assert!(member.sync().contains(&"MSG first all here".to_owned()));
+    }
+}

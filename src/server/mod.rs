@@ -1,6 +1,7 @@
-//! The room server: the accept loop, one thread per connection, and a clean
-//! shutdown. [`Server::bind`] then [`Server::serve`]; `chatd` is a thin
-//! wrapper over these two.
+//! The room server: the accept loop, one thread per connection (which reads,
+//! answers and ends it), a few writer threads that send every member the
+//! room's events, and a clean shutdown. [`Server::bind`] then
+//! [`Server::serve`]; `chatd` is a thin wrapper over these two.
 
 mod connection;
 mod link;
