@@ -356,11 +356,6 @@ impl Membership {
         self.member.blocked.store(blocked, Ordering::SeqCst);
     }
 
-    /// Whether its socket was last found full.
-    pub fn is_blocked(&self) -> bool {
-        self.member.blocked.load(Ordering::SeqCst)
-    }
-
     /// Whether events before `head` (from [`Room::head`]) are still to be
     /// read: a cheap look, without the lock.
     pub fn is_behind(&self, head: u64) -> bool {

@@ -16,6 +16,10 @@ use super::outbox::{FlushError, Outbox};
 use crate::protocol::ServerLine;
 use crate::room::Membership;
 
+/// Writes a writer thread makes to one member before going on to the next:
+/// enough for a few thousand lines.
+const WRITES_PER_TURN: usize = 4;
+
 #[derive(Debug)]
 pub(crate) struct Link {
     pub id: u64,
@@ -29,6 +33,9 @@ pub(crate) struct Link {
     failure: Mutex<Option<io::Error>>,
     /// Whether a writer thread met an error: then writers leave it alone.
     failed: AtomicBool,
+    /// Whether the last write found the socket full: then writers wait
+    /// for it to have room (epoll tells them).
+    full: AtomicBool,
 }
 
 impl Link {
@@ -41,6 +48,7 @@ impl Link {
             nudge,
             failure: Mutex::default(),
             failed: AtomicBool::new(false),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -61,20 +69,31 @@ impl Link {
     /// Writes what is ready, until done or the socket is full; true when
     /// nothing is left.
     pub fn flush(&self) -> Result<bool, FlushError> {
-        self.out().flush(&self.stream, self.member())
+        let mut out = self.out();
+        let flushed = out.flush(&self.stream, self.member());
+        self.full.store(out.is_full(), Ordering::SeqCst);
+        flushed
     }
 
-    /// What a writer thread does: sends the member its events. A broken
-    /// connection is left for its own thread to end; an expelled member's
-    /// thread was told by the room.
-    pub fn deliver(&self) {
+    /// What a writer thread does: sends the member its events, for a turn.
+    /// Returns true when it stopped with more to send and room to send it.
+    /// A broken connection is left for its own thread to end; an expelled
+    /// member's thread was told by the room.
+    pub fn deliver(&self) -> bool {
         let mut out = self.out();
-        if let Err(FlushError::Io(e)) = out.flush(&self.stream, self.member()) {
-            // Kept while the outbox is locked: see `failure`.
-            self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
-            self.failed.store(true, Ordering::SeqCst);
-            drop(out);
-            self.nudge.nudge();
+        let flushed = out.flush_some(&self.stream, self.member(), WRITES_PER_TURN);
+        self.full.store(out.is_full(), Ordering::SeqCst);
+        match flushed {
+            Ok(done) => !done && !out.is_full(),
+            Err(FlushError::Expelled) => false,
+            Err(FlushError::Io(e)) => {
+                // Kept while the outbox is locked: see `failure`.
+                self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                self.failed.store(true, Ordering::SeqCst);
+                drop(out);
+                self.nudge.nudge();
+                false
+            }
         }
     }
 
@@ -84,9 +103,10 @@ impl Link {
     }
 
     /// Whether a writer thread should deliver now: the member has events
-    /// before `head` to read, its socket has room, and nothing failed.
+    /// before `head` to read, its socket was not found full, and nothing
+    /// failed.
     pub fn is_due(&self, head: u64) -> bool {
-        self.member().is_some_and(|m| !m.is_blocked() && m.is_behind(head)) && !self.has_failed()
+        !self.full.load(Ordering::SeqCst) && !self.has_failed() && self.member().is_some_and(|m| m.is_behind(head))
     }
 
     /// Why the connection broke: what a writer thread met, or else what the

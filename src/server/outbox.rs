@@ -32,6 +32,9 @@ pub(crate) struct Outbox {
     /// Bytes of `batch[0]` already written.
     written: usize,
     blocked: bool,
+    /// Whether the last write found the socket full: there is no use in
+    /// writing again before it has room.
+    full: bool,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,11 @@ impl Outbox {
         self.blocked
     }
 
+    /// Whether the last write found the socket full.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
     /// Whether part of a line has gone out, so nothing else may be written
     /// before its end.
     pub fn is_mid_line(&self) -> bool {
@@ -73,7 +81,24 @@ impl Outbox {
     /// Writes until everything is sent or the socket is full.
     /// Returns true when nothing is left to send.
     pub fn flush(&mut self, stream: &TcpStream, member: Option<&Membership>) -> Result<bool, FlushError> {
+        self.flush_some(stream, member, usize::MAX)
+    }
+
+    /// Like `flush`, but stops after `writes` writes once a batch has gone
+    /// out whole: a writer thread serving many members must not spend
+    /// itself on one that keeps up with a fast talker. What is left then
+    /// is still ahead of the member's cursor.
+    pub fn flush_some(
+        &mut self,
+        stream: &TcpStream,
+        member: Option<&Membership>,
+        writes: usize,
+    ) -> Result<bool, FlushError> {
+        let mut written = 0;
         loop {
+            if written >= writes && self.batch.is_empty() {
+                return Ok(false);
+            }
             self.refill(member)?;
             if self.batch.is_empty() {
                 self.set_blocked(false, member);
@@ -85,8 +110,13 @@ impl Outbox {
             slices[0].advance(self.written);
             match (&*stream).write_vectored(&slices) {
                 Ok(0) => return Err(FlushError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.consume(n),
+                Ok(n) => {
+                    self.consume(n);
+                    self.full = false;
+                    written += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.full = true;
                     self.set_blocked(true, member);
                     return Ok(false);
                 }

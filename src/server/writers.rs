@@ -178,20 +178,22 @@ impl Shard {
                 links.remove(&id);
             }
             let head = room.head();
+            // Whether a member was left with more to send after its turn.
+            let mut unfinished = false;
             for event in &events[..ready] {
                 if let Some(link) = links.get(&event.data()) {
-                    link.deliver();
+                    unfinished |= link.deliver();
                 }
             }
             for link in links.values() {
                 if link.is_due(head) {
-                    link.deliver();
+                    unfinished |= link.deliver();
                 }
             }
             // Asleep from here: an event appended after this is either seen
             // below or rings the bell.
             self.bell.asleep.store(true, Ordering::SeqCst);
-            timeout = if room.head() != head { EpollTimeout::ZERO } else { EpollTimeout::NONE };
+            timeout = if unfinished || room.head() != head { EpollTimeout::ZERO } else { EpollTimeout::NONE };
         }
     }
 }
