@@ -80,7 +80,9 @@ impl Connection {
         Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), _ticket: ticket }
     }
 
-    pub fn run(mut self) {
+    /// Boxed, so that no frame of this thread holds a copy of the
+    /// connection: an idle member's stack is what its deepest moment touched.
+    pub fn run(mut self: Box<Self>) {
         let nudge = Arc::clone(&self.link.nudge);
         let attached = match nudge.attach() {
             Ok(attached) => attached,
@@ -197,7 +199,9 @@ impl Connection {
     }
 
     /// Says goodbye as the reason for ending asks, and closes.
-    fn finish(mut self, end: End) {
+    // Not inlined: its locals would sit in the frame the thread waits in.
+    #[inline(never)]
+    fn finish(mut self: Box<Self>, end: End) {
         // From here this thread alone writes, and waits for room to.
         if let Some(at) = self.session.attachment.take() {
             self.ctx.writers.detach(&self.link, at);

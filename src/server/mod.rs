@@ -175,7 +175,7 @@ impl Server {
             ctx.log.error(format_args!("{peer}: cannot set socket options: {e}"));
             return;
         }
-        let connection = Connection::new(Arc::clone(ctx), stream, peer, nudge, ticket);
+        let connection = Box::new(Connection::new(Arc::clone(ctx), stream, peer, nudge, ticket));
         let spawned = thread::Builder::new().stack_size(THREAD_STACK).spawn(move || connection.run());
         if let Err(e) = spawned {
             ctx.log.error(format_args!("{peer}: cannot start a thread: {e}; lower --max-clients"));
