@@ -12,4 +12,3 @@ pub mod room;
 pub mod send;
 pub mod server;
 pub mod tail;
-pub mod wakeup;

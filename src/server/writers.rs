@@ -21,8 +21,8 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::link::Link;
+use super::wakeup::Wakeup;
 use crate::room::{Notify, Room};
-use crate::wakeup::Wakeup;
 
 /// Each writer's stack: it only walks links and writes.
 const WRITER_STACK: usize = 256 * 1024;
