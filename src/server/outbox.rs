@@ -7,8 +7,11 @@
 //! client that it was sent everything that happened before its `PING`.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
 
 use crate::protocol::ServerLine;
 use crate::room::{Expelled, Line, Membership};
@@ -108,7 +111,7 @@ impl Outbox {
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.batch.len());
             slices.extend(self.batch.iter().map(|line| IoSlice::new(line)));
             slices[0].advance(self.written);
-            match (&*stream).write_vectored(&slices) {
+            match send(stream, &slices) {
                 Ok(0) => return Err(FlushError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.consume(n);
@@ -183,4 +186,11 @@ impl Outbox {
             self.batch.pop_front();
         }
     }
+}
+
+/// `writev`, but a client that went away is an error rather than SIGPIPE:
+/// a program embedding the server need not ignore that signal.
+fn send(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    Ok(sendmsg::<SockaddrStorage>(stream.as_raw_fd(), slices, &[], flags, None)?)
 }
