@@ -88,3 +88,71 @@ fn install_handler() -> std::io::Result<()> {
     });
     installed.map_err(|kind| std::io::Error::new(kind, "cannot install the SIGURG handler"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use nix::poll::{ppoll, PollFd, PollFlags};
+
+    use super::*;
+
+    /// Waits on a socket that never becomes readable, as a connection
+    /// thread does, until nudged; returns how many waits it took.
+    fn wait_until_nudged(nudge: Arc<Nudge>, attached_tx: mpsc::Sender<i32>) -> usize {
+        let (quiet, _other) = UnixStream::pair().unwrap();
+        let attached = nudge.attach().unwrap();
+        attached_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+        let mut waits = 0;
+        loop {
+            if nudge.take() {
+                return waits;
+            }
+            waits += 1;
+            let mut fds = [PollFd::new(quiet.as_fd(), PollFlags::POLLIN)];
+            match ppoll(&mut fds, None, Some(attached.wait_mask)) {
+                Err(nix::errno::Errno::EINTR) => {}
+                other => panic!("the quiet socket woke the wait: {other:?}"),
+            }
+        }
+    }
+
+    /// Whether the thread is asleep in the kernel (in `ppoll`, here).
+    fn is_asleep(tid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        // The state follows the command name in parentheses.
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+    }
+
+    #[test]
+    fn a_nudge_interrupts_the_wait_whenever_it_comes() {
+        // Right after attaching (before the wait, most likely), and once
+        // the thread sleeps in it: either way the thread wakes.
+        for during_the_wait in [false, true] {
+            let nudge = Arc::new(Nudge::default());
+            let (attached_tx, attached_rx) = mpsc::channel();
+            let (done_tx, done_rx) = mpsc::channel();
+            let waiter = Arc::clone(&nudge);
+            thread::spawn(move || done_tx.send(wait_until_nudged(waiter, attached_tx)).unwrap());
+            let tid = attached_rx.recv().unwrap();
+            while during_the_wait && !is_asleep(tid) {
+                thread::yield_now();
+            }
+            nudge.nudge();
+            let waits = done_rx.recv_timeout(Duration::from_secs(10)).expect("the nudge was lost");
+            assert!(waits <= 2, "woke only after {waits} waits");
+        }
+    }
+
+    #[test]
+    fn a_nudge_before_attaching_is_kept() {
+        let nudge = Arc::new(Nudge::default());
+        nudge.nudge();
+        let (attached_tx, _attached_rx) = mpsc::channel();
+        assert_eq!(wait_until_nudged(nudge, attached_tx), 0);
+    }
+}
