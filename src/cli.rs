@@ -49,7 +49,8 @@ pub struct ChatdArgs {
     #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5000", env = "CHATD_BIND", value_parser = parse_bind)]
     pub bind: SocketAddr,
 
-    /// Most connections at once, joined or not; one more is told ERR FULL and BYE full.
+    /// Most connections at once, joined or not; one more is told ERR FULL and BYE full. Each takes a thread and
+    /// a descriptor (see the open-file limit, ulimit -n).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_clients: usize,
 
