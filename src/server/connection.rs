@@ -113,8 +113,7 @@ impl Connection {
             return Some(End::Slow);
         }
         if self.link.has_failed() {
-            let error = self.link.failure();
-            return Some(End::Failed(error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into())));
+            return Some(End::Failed(self.link.failure()));
         }
         None
     }
@@ -160,8 +159,7 @@ impl Connection {
                 Err(e) => return End::Failed(e),
             };
             if ready.broken {
-                let error = self.link.failure();
-                return End::Failed(error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
+                return End::Failed(self.link.failure());
             }
             if ready.readable {
                 match self.input.read_from(&mut &self.link.stream) {

@@ -69,8 +69,13 @@ impl Link {
     /// Writes what is ready, until done or the socket is full; true when
     /// nothing is left.
     pub fn flush(&self) -> Result<bool, FlushError> {
-        let mut out = self.out();
-        let flushed = out.flush(&self.stream, self.member());
+        self.flush_some(&mut self.out(), usize::MAX)
+    }
+
+    /// `Outbox::flush_some`, noting for the writers whether the socket was
+    /// found full.
+    fn flush_some(&self, out: &mut Outbox, writes: usize) -> Result<bool, FlushError> {
+        let flushed = out.flush_some(&self.stream, self.member(), writes);
         self.full.store(out.is_full(), Ordering::SeqCst);
         flushed
     }
@@ -81,9 +86,7 @@ impl Link {
     /// member's thread was told by the room.
     pub fn deliver(&self) -> bool {
         let mut out = self.out();
-        let flushed = out.flush_some(&self.stream, self.member(), WRITES_PER_TURN);
-        self.full.store(out.is_full(), Ordering::SeqCst);
-        match flushed {
+        match self.flush_some(&mut out, WRITES_PER_TURN) {
             Ok(done) => !done && !out.is_full(),
             Err(FlushError::Expelled) => false,
             Err(FlushError::Io(e)) => {
@@ -110,12 +113,15 @@ impl Link {
     }
 
     /// Why the connection broke: what a writer thread met, or else what the
-    /// socket reports. The socket reports an error only once, to whichever
-    /// thread asks first, so this waits for any write in progress.
-    pub fn failure(&self) -> Option<io::Error> {
+    /// socket reports, or else a reset. The socket reports an error only
+    /// once, to whichever thread asks first, so this waits for any write in
+    /// progress.
+    pub fn failure(&self) -> io::Error {
         let _out = self.out();
         let writer_met = self.failure.lock().unwrap_or_else(PoisonError::into_inner).take();
-        writer_met.or_else(|| self.stream.take_error().ok().flatten())
+        writer_met
+            .or_else(|| self.stream.take_error().ok().flatten())
+            .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into())
     }
 
     /// Whether the last write found the socket full.
