@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use minichat::cli::{finish, ChatSendArgs};
+use minichat::cli::ChatSendArgs;
+use minichat::report::finish;
 
 fn main() -> ExitCode {
     let args = ChatSendArgs::parse();

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use minichat::cli::{finish, ChatTailArgs};
+use minichat::cli::ChatTailArgs;
+use minichat::report::finish;
 
 fn main() -> ExitCode {
     let args = ChatTailArgs::parse();

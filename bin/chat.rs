@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use minichat::cli::{exit, ChatArgs};
+use minichat::cli::ChatArgs;
+use minichat::exit_codes as exit;
 
 fn main() -> ExitCode {
     let args = ChatArgs::parse();

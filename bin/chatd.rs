@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use minichat::cli::{exit, ChatdArgs};
+use minichat::cli::ChatdArgs;
+use minichat::exit_codes as exit;
 use minichat::server::{announce, Server, ShutdownSignal};
 
 fn main() -> ExitCode {

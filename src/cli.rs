@@ -8,24 +8,6 @@ use clap::{ArgAction, Parser};
 
 use crate::server::{Config, Verbosity};
 
-/// Exit statuses shared by the binaries; the man pages list them.
-pub mod exit {
-    /// Success, or a clean shutdown.
-    pub const OK: u8 = 0;
-    /// A runtime error: cannot listen, cannot connect, and the like.
-    pub const FAILURE: u8 = 1;
-    /// Bad usage: an unknown option or a bad value (clap's own status).
-    pub const USAGE: u8 = 2;
-    /// A client could not connect (refused, unreachable, not a chat server, full).
-    pub const CONNECT: u8 = 3;
-    /// A client's name was taken or invalid.
-    pub const NAME: u8 = 4;
-    /// A client lost its connection: the server shut down, dropped it, or vanished.
-    pub const LOST: u8 = 5;
-    /// The server refused something the client sent (`chat-send`: a line).
-    pub const REFUSED: u8 = 6;
-}
-
 const CHATD_ABOUT: &str = "The minichat room server: everyone connected talks in one room";
 
 const CHATD_LONG_ABOUT: &str = "\
@@ -118,28 +100,6 @@ impl ChatdArgs {
             },
         }
     }
-}
-
-/// Ends a binary: prints the error once, as `PROGRAM: error: context`, and
-/// maps it to its exit status. A closed pipe anywhere in the chain ends
-/// quietly with 0, as `chat-tail | head` must.
-pub fn finish(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
-    let Err(err) = result else { return std::process::ExitCode::from(exit::OK) };
-    let broken_pipe = err.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    });
-    if broken_pipe {
-        return std::process::ExitCode::from(exit::OK);
-    }
-    eprintln!("{program}: {err:#}");
-    let code = if let Some(e) = err.downcast_ref::<crate::client::ClientError>() {
-        e.exit_code()
-    } else if let Some(e) = err.downcast_ref::<crate::send::SendError>() {
-        e.exit_code()
-    } else {
-        exit::FAILURE
-    };
-    std::process::ExitCode::from(code)
 }
 
 /// The server a client talks to: shared by the three clients.

@@ -3,11 +3,13 @@
 
 pub mod cli;
 pub mod client;
+pub mod exit_codes;
 pub mod framing;
 pub mod lan;
 pub mod name;
 pub mod protocol;
 pub mod repl;
+pub mod report;
 pub mod room;
 pub mod send;
 pub mod server;

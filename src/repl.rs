@@ -22,8 +22,9 @@ use nix::sys::termios::{self, SetArg, Termios};
 use rustyline::error::ReadlineError;
 use rustyline::{Config, DefaultEditor, ExternalPrinter as _};
 
-use crate::cli::{exit, ChatArgs};
+use crate::cli::ChatArgs;
 use crate::client::{self, render, ClientError, Format, Receiver, Sender};
+use crate::exit_codes as exit;
 use crate::protocol::{self, ByeReason, ErrorCode, Printable, Request, ServerLine};
 
 /// How long `/quit` waits for `BYE exit`: only so that what the server said
@@ -59,7 +60,7 @@ pub enum ChatError {
 }
 
 impl ChatError {
-    /// The exit status for this error (see `cli::exit`).
+    /// The exit status for this error (see `exit_codes`).
     pub fn exit_code(&self) -> u8 {
         match self {
             ChatError::Client(e) => e.exit_code(),

@@ -8,8 +8,9 @@ use std::io::{self, BufRead};
 use std::sync::mpsc;
 use std::thread;
 
-use crate::cli::{exit, ChatSendArgs};
+use crate::cli::ChatSendArgs;
 use crate::client::{self, ClientError, Receiver};
+use crate::exit_codes as exit;
 use crate::protocol::{self, ByeReason, Refusal, Request, ServerLine};
 
 /// Lines between two progress `PING`s.

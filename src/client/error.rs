@@ -1,10 +1,10 @@
 //! Why a client stopped: each case says what went wrong and what to do next,
-//! and maps to the exit status its binary reports (see `cli::exit`).
+//! and maps to the exit status its binary reports (see `exit_codes`).
 
 use std::fmt;
 use std::io;
 
-use crate::cli::exit;
+use crate::exit_codes as exit;
 use crate::protocol::{ByeReason, Refusal};
 
 #[derive(Debug)]

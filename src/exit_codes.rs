@@ -1,0 +1,17 @@
+//! The exit statuses of the binaries, in one place: the man pages list them,
+//! and the errors of every client map to them (`ClientError::exit_code`).
+
+/// Success, or a clean shutdown.
+pub const OK: u8 = 0;
+/// A runtime error: cannot listen, cannot connect, and the like.
+pub const FAILURE: u8 = 1;
+/// Bad usage: an unknown option or a bad value (clap's own status).
+pub const USAGE: u8 = 2;
+/// A client could not connect (refused, unreachable, not a chat server, full).
+pub const CONNECT: u8 = 3;
+/// A client's name was taken or invalid.
+pub const NAME: u8 = 4;
+/// A client lost its connection: the server shut down, dropped it, or vanished.
+pub const LOST: u8 = 5;
+/// The server refused something the client sent (`chat-send`: a line).
+pub const REFUSED: u8 = 6;
