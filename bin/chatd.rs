@@ -1,5 +1,6 @@
 //! chatd: the room server. Parses options, runs the library's server.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,9 +22,15 @@ fn main() -> ExitCode {
 fn run(args: &ChatdArgs) -> anyhow::Result<()> {
     // Signals first: a SIGTERM that arrives while binding still shuts down cleanly.
     let shutdown = ShutdownSignal::on_signals()?;
-    let server = Server::bind(args.config())?;
+    let server = Server::bind(args.config()?)?;
     // Stdout may be closed (a service manager, a script that read the port);
     // the server is still wanted.
-    let _ = announce(server.local_addr(), &mut std::io::stdout().lock());
+    let mut out = std::io::stdout().lock();
+    let _ = announce(server.local_addr(), &mut out);
+    for line in server.history_summary() {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+    drop(out);
     server.serve(&shutdown)
 }

@@ -2,10 +2,12 @@
 //! and shell completions, all come from here so they never drift apart.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
+use crate::history::SyncPolicy;
 use crate::server::{Config, Verbosity};
 
 const CHATD_ABOUT: &str = "The minichat room server: everyone connected talks in one room";
@@ -72,6 +74,22 @@ pub struct ChatdArgs {
     #[arg(long, value_name = "LINES", default_value_t = 20_000)]
     pub rate_burst: u32,
 
+    /// Where the room's history is kept [default: $XDG_STATE_HOME/minichat/chatd, or
+    /// ~/.local/state/minichat/chatd]. Created if missing; one chatd per directory.
+    #[arg(long, value_name = "DIR", env = "CHATD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// How many of the room's latest events are kept, across restarts, for clients that
+    /// join with LAST or resume with SINCE; older ones go. 0 keeps none and uses no store.
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+    pub history: u64,
+
+    /// When the history reaches the disk: every-second (a power cut loses at most about a
+    /// second; kill -9 of chatd loses nothing acknowledged), or always (before any event is
+    /// sent or acknowledged, in batches).
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "every-second")]
+    pub sync: SyncPolicy,
+
     /// Log every connection and every ERR sent, too (to standard error).
     #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -82,8 +100,14 @@ pub struct ChatdArgs {
 }
 
 impl ChatdArgs {
-    pub fn config(&self) -> Config {
-        Config {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => crate::paths::own_state_dir()
+                .ok_or_else(|| anyhow::anyhow!("neither XDG_STATE_HOME nor HOME is set: say where to keep the history with --data-dir DIR, or keep none with --history 0"))?
+                .join("chatd"),
+        };
+        Ok(Config {
             bind: self.bind,
             max_clients: self.max_clients,
             max_line: self.max_line,
@@ -98,7 +122,8 @@ impl ChatdArgs {
                 (_, true) => Verbosity::Verbose,
                 _ => Verbosity::Normal,
             },
-        }
+            history: crate::history::Config { dir, keep: self.history, sync: self.sync },
+        })
     }
 }
 
@@ -297,7 +322,7 @@ mod tests {
     #[test]
     fn defaults_match_the_library() {
         let args = ChatdArgs::parse_from(["chatd"]);
-        let (ours, lib) = (args.config(), Config::default());
+        let (ours, lib) = (args.config().unwrap(), Config::default());
         assert_eq!(
             (ours.bind, ours.max_clients, ours.max_line, ours.max_queue, ours.join_timeout),
             (lib.bind, lib.max_clients, lib.max_line, lib.max_queue, lib.join_timeout)

@@ -407,14 +407,9 @@ impl History {
     }
 }
 
-/// `$XDG_STATE_HOME/minichat/history`, or `~/.local/state/minichat/history`
-/// when it is unset, empty or relative (which the XDG spec says to ignore).
+/// `$XDG_STATE_HOME/minichat/history` (see `paths::state_dir`).
 fn history_file(xdg_state_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    let state = match xdg_state_home.map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        _ => PathBuf::from(home.filter(|home| !home.is_empty())?).join(".local/state"),
-    };
-    Some(state.join("minichat/history"))
+    Some(crate::paths::state_dir(xdg_state_home, home)?.join("history"))
 }
 
 // The plain line reader.

@@ -10,6 +10,7 @@ mod install;
 mod lan;
 
 mod server_faults;
+mod server_history;
 mod server_input;
 mod server_protocol;
 mod server_room;

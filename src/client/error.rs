@@ -78,6 +78,7 @@ impl fmt::Display for ClientError {
                     ByeReason::Timeout => "the server timed this connection out",
                     ByeReason::Full => "the server is full",
                     ByeReason::Exit => "the server said goodbye",
+                    ByeReason::Replaced => "another connection took over this membership with its token",
                 };
                 write!(f, "{server}: {why}")
             }

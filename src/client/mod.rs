@@ -76,7 +76,7 @@ pub fn connect(server: &str) -> Result<(Sender, Receiver), ClientError> {
 /// is `ClientError::NameRefused`, and the connection stays usable for
 /// another try.
 pub fn join(sender: &mut Sender, receiver: &mut Receiver, name: &str) -> Result<String, ClientError> {
-    sender.send(&Request::Join(name))?;
+    sender.send(&Request::Join(crate::protocol::Join::name(name)))?;
     sender.flush()?;
     loop {
         match receiver.recv()? {

@@ -21,8 +21,10 @@ use super::writers::Attachment;
 use super::Context;
 use crate::framing::{Frame, LineReader};
 use crate::name::Name;
-use crate::protocol::{ByeReason, ErrorCode, LeaveReason, Printable, Refusal, Request, ServerLine, SERVER_ID};
-use crate::room::{JoinError, Membership, Notify};
+use crate::protocol::{
+    ByeReason, ErrorCode, Join, LeaveReason, Printable, Refusal, Request, ServerLine, Tags, SERVER_ID,
+};
+use crate::room::{JoinError, Joined, Membership, Notify, SayError};
 
 /// How long a closing connection may take to send its last lines (after
 /// `EXIT`, end of input or a join timeout).
@@ -37,6 +39,8 @@ enum End {
     JoinTimeout,
     Slow,
     Shutdown,
+    /// A newer connection took the membership over with its token.
+    Replaced,
 }
 
 pub(crate) struct Connection {
@@ -58,6 +62,8 @@ struct Session {
     /// The writer thread that sends the member its events.
     attachment: Option<Attachment>,
     throttle: Throttle,
+    /// Whether the client asked for tags (`TAGS`).
+    tags: bool,
 }
 
 impl Connection {
@@ -75,6 +81,7 @@ impl Connection {
             link: Arc::clone(&link),
             attachment: None,
             throttle: Throttle::new(ctx.config.rate_limit, ctx.config.rate_burst),
+            tags: false,
         };
         let input = LineReader::new(ctx.config.max_line);
         Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), _ticket: ticket }
@@ -111,6 +118,9 @@ impl Connection {
         }
         if self.link.member().is_some_and(Membership::is_expelled) {
             return Some(End::Slow);
+        }
+        if self.link.member().is_some_and(Membership::is_replaced) {
+            return Some(End::Replaced);
         }
         if self.link.has_failed() {
             return Some(End::Failed(self.link.failure()));
@@ -210,7 +220,7 @@ impl Connection {
             End::Failed(e) if e.kind() == io::ErrorKind::TimedOut => Some(LeaveReason::Timeout),
             End::Failed(_) => Some(LeaveReason::Lost),
             End::Slow => Some(LeaveReason::Slow),
-            End::JoinTimeout | End::Shutdown => None,
+            End::JoinTimeout | End::Shutdown | End::Replaced => None,
         };
         let link = &self.link;
         let end_seq = match (link.member(), reason) {
@@ -223,7 +233,7 @@ impl Connection {
                 ));
                 at
             }
-            (Some(member), None) => member.head(),
+            (Some(member), None) => member.last_due(),
             (None, _) => 0,
         };
         if let End::Failed(e) = &end {
@@ -231,6 +241,10 @@ impl Connection {
         }
         let bye = match end {
             End::Exit => Some((ByeReason::Exit, LINGER)),
+            End::Replaced => {
+                self.ctx.log.info(format_args!("{}: replaced by a newer connection", self.peer));
+                Some((ByeReason::Replaced, LINGER))
+            }
             End::Shutdown => Some((ByeReason::Shutdown, self.ctx.config.shutdown_timeout)),
             End::JoinTimeout => {
                 let refusal = Refusal::new(ErrorCode::Timeout, "no JOIN in time; connect again and type JOIN <name>");
@@ -352,21 +366,42 @@ impl Session {
         let link = Arc::clone(&self.link);
         match (request, link.member()) {
             (Request::Exit, _) => return Some(End::Exit),
-            (Request::Ping(token), _) => {
+            (Request::Ping(token), member) => {
                 let at = self.now();
-                link.reply(at, &ServerLine::Pong(token.map(str::to_owned)));
+                let pong = ServerLine::Pong(token.map(str::to_owned));
+                match member {
+                    // Where the PING fell in the room's order: a client that
+                    // must resume knows which of its messages came after it.
+                    Some(_) if self.tags => {
+                        let tags = Tags { seq: Some(at - 1), ..Tags::default() };
+                        link.reply(at, &format_args!("{tags} {pong}"));
+                    }
+                    _ => link.reply(at, &pong),
+                }
             }
             (Request::Join(_), Some(member)) => {
                 let text = format!("already joined as {}; EXIT and connect again to change name", member.name());
                 self.refuse(Refusal::new(ErrorCode::AlreadyJoined, text));
             }
-            (Request::Join(raw), None) => return self.join(raw),
-            (Request::Msg(_) | Request::Names, None) => self.refuse(not_joined()),
-            (Request::Msg(text), Some(member)) => {
-                if member.say(text).is_err() {
-                    return Some(End::Shutdown);
-                }
+            (Request::Join(join), None) => return self.join(join),
+            (Request::Tags, _) => {
+                self.tags = true;
+                link.set_tags();
+                let at = self.now();
+                link.reply(at, &ServerLine::OkTags);
             }
+            (Request::Msg(_) | Request::Names, None) => self.refuse(not_joined()),
+            (Request::Msg(text), Some(member)) => match member.say(text) {
+                Ok(()) => {}
+                Err(SayError::Closed) => return Some(End::Shutdown),
+                Err(SayError::Gone) if member.is_replaced() => return Some(End::Replaced),
+                Err(SayError::Gone) => return Some(End::Slow),
+                Err(SayError::NotStored(e)) => {
+                    self.ctx.log.error(format_args!("a message was refused: {e}"));
+                    let text = format!("{e}; the message was not sent to anyone, send it again later");
+                    self.refuse(Refusal::new(ErrorCode::Unavailable, text));
+                }
+            },
             (Request::Names, Some(member)) => {
                 let (at, names) = member.names();
                 link.reply(at, &ServerLine::Names(names));
@@ -375,8 +410,8 @@ impl Session {
         None
     }
 
-    fn join(&mut self, raw: &str) -> Option<End> {
-        let name = match Name::parse(raw) {
+    fn join(&mut self, join: Join<'_>) -> Option<End> {
+        let name = match Name::parse(join.name) {
             Ok(name) => name,
             Err(e) => {
                 self.refuse(e.into());
@@ -384,27 +419,56 @@ impl Session {
             }
         };
         let told: Arc<dyn Notify> = Arc::clone(&self.link.nudge) as Arc<dyn Notify>;
-        match self.ctx.room.join(name, told) {
-            Ok(member) => {
-                let at = member.cursor();
-                self.link.reply(at, &ServerLine::OkJoin(member.name().to_string()));
-                self.ctx.log.info(format_args!("{} joined from {}", member.name(), self.peer));
-                self.link.set_member(member);
-                match self.ctx.writers.attach(&self.link) {
-                    Ok(at) => self.attachment = Some(at),
-                    Err(e) => {
-                        self.ctx.log.error(format_args!("{}: cannot hand over to a writer thread: {e}", self.peer));
-                        return Some(End::Failed(e));
-                    }
-                }
-                None
-            }
+        match self.ctx.room.join(name, join.replay, join.token, told) {
+            Ok(joined) => self.joined(joined),
             Err(JoinError::Taken(holder)) => {
                 self.refuse(Refusal::new(ErrorCode::NameTaken, format!("{holder} is taken; choose another name")));
                 None
             }
             Err(JoinError::Closed) => Some(End::Shutdown),
+            Err(JoinError::NotStored(e)) => {
+                self.ctx.log.error(format_args!("{}: a join was refused: {e}", self.peer));
+                self.refuse(Refusal::new(ErrorCode::Unavailable, format!("{e}; try again later")));
+                None
+            }
+            Err(JoinError::Failed(e)) => {
+                self.ctx.log.error(format_args!("{}: cannot read the history for a join: {e}", self.peer));
+                let text = format!("the server cannot read its history ({e}); try again later");
+                self.refuse(Refusal::new(ErrorCode::Unavailable, text));
+                None
+            }
         }
+    }
+
+    /// Answers a join the room took: `OK JOIN`, then `MISSED` and the replay
+    /// if asked for; then hands the member to a writer thread.
+    fn joined(&mut self, joined: Joined) -> Option<End> {
+        let Joined { membership, epoch, past, token, missed, replay, took_over } = joined;
+        let at = membership.cursor();
+        let ok = ServerLine::OkJoin(membership.name().to_string());
+        if self.tags {
+            let tags = Tags { epoch: Some(epoch), seq: Some(past), token: Some(token), time: None };
+            self.link.reply(at, &format_args!("{tags} {ok}"));
+        } else {
+            self.link.reply(at, &ok);
+        }
+        if let Some(missed) = missed {
+            self.link.reply(at, &ServerLine::Missed(missed));
+        }
+        if let Some(replay) = replay {
+            self.link.replay(at, replay);
+        }
+        let how = if took_over { "took over its membership" } else { "joined" };
+        self.ctx.log.info(format_args!("{} {how} from {}", membership.name(), self.peer));
+        self.link.set_member(membership);
+        match self.ctx.writers.attach(&self.link) {
+            Ok(at) => self.attachment = Some(at),
+            Err(e) => {
+                self.ctx.log.error(format_args!("{}: cannot hand over to a writer thread: {e}", self.peer));
+                return Some(End::Failed(e));
+            }
+        }
+        None
     }
 }
 

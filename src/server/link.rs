@@ -6,6 +6,7 @@
 //! [`Outbox`], under its lock, so replies keep their place among the events
 //! whoever writes them.
 
+use std::fmt;
 use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::nudge::Nudge;
 use super::outbox::{FlushError, Outbox};
-use crate::protocol::ServerLine;
+use crate::history::Replay;
 use crate::room::Membership;
 
 /// Writes a writer thread makes to one member before going on to the next:
@@ -62,8 +63,18 @@ impl Link {
     }
 
     /// Queues a reply to go out after the room's events before `at`.
-    pub fn reply(&self, at: u64, line: &ServerLine) {
+    pub fn reply(&self, at: u64, line: &dyn fmt::Display) {
         self.out().reply(at, line);
+    }
+
+    /// Queues past events to go out after the room's events before `at`.
+    pub fn replay(&self, at: u64, events: Box<dyn Replay>) {
+        self.out().replay(at, events);
+    }
+
+    /// Has events go out with their tags from now on.
+    pub fn set_tags(&self) {
+        self.out().set_tags();
     }
 
     /// Writes what is ready, until done or the socket is full; true when

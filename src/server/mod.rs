@@ -17,6 +17,7 @@ mod writers;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -53,6 +54,7 @@ pub struct Config {
     pub rate_limit: u32,
     pub rate_burst: u32,
     pub verbosity: Verbosity,
+    pub history: crate::history::Config,
 }
 
 impl Default for Config {
@@ -68,6 +70,11 @@ impl Default for Config {
             rate_limit: 200_000,
             rate_burst: 20_000,
             verbosity: Verbosity::Normal,
+            history: crate::history::Config {
+                dir: PathBuf::from("chatd-history"),
+                keep: 0,
+                sync: crate::history::SyncPolicy::EverySecond,
+            },
         }
     }
 }
@@ -86,6 +93,8 @@ struct Context {
 pub struct Server {
     listener: TcpListener,
     ctx: Arc<Context>,
+    /// What the start-up lines say of the history.
+    history_summary: Vec<String>,
 }
 
 impl Server {
@@ -93,7 +102,10 @@ impl Server {
         raise_fd_limit();
         let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e))?;
         listener.set_nonblocking(true)?;
-        let room = Room::new(config.max_queue);
+        let opened = crate::history::open(&config.history)?;
+        let room = Room::new(config.max_queue, opened.history);
+        room.record_departures(&opened.present)
+            .map_err(|e| anyhow!("cannot record that the last run's members left: {e}"))?;
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
         let ctx = Context {
@@ -103,7 +115,12 @@ impl Server {
             log: Log::new(config.verbosity),
             config,
         };
-        Ok(Server { listener, ctx: Arc::new(ctx) })
+        Ok(Server { listener, ctx: Arc::new(ctx), history_summary: opened.summary })
+    }
+
+    /// Where the history is and how much of it there is, for the start-up lines.
+    pub fn history_summary(&self) -> &[String] {
+        &self.history_summary
     }
 
     /// The address really bound (with the port chosen for port 0).
@@ -139,7 +156,11 @@ impl Server {
         ));
         ctx.room.close();
         ctx.registry.wake_all();
-        match ctx.registry.wait_until_empty(deadline) {
+        let open = ctx.registry.wait_until_empty(deadline);
+        if let Err(e) = ctx.room.history().sync() {
+            ctx.log.error(format_args!("cannot flush the history to disk: {e}; the last second of it may be lost"));
+        }
+        match open {
             0 => ctx.log.info(format_args!("stopped")),
             n => ctx.log.error(format_args!(
                 "stopped; {n} connections did not take their last lines within {:?} (--shutdown-timeout)",

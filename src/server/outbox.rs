@@ -5,15 +5,22 @@
 //! A reply is tagged with the room's sequence number when it was made, and
 //! goes out after every event before that number: so a `PONG` proves to its
 //! client that it was sent everything that happened before its `PING`.
+//!
+//! A replay of past events (`JOIN … LAST | SINCE`) waits in the same queue,
+//! read from the history a chunk at a time as the socket takes it: replies
+//! queued after it go out after the whole replay, and live events after it
+//! too, since it stands before the member's first live event.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
 
-use crate::protocol::ServerLine;
+use crate::history::{Event, Replay};
+use crate::protocol;
 use crate::room::{Expelled, Line, Membership};
 
 /// Lines gathered for one `writev` at the most (Linux's `IOV_MAX`).
@@ -29,8 +36,10 @@ const KEPT_CAPACITY: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    replies: VecDeque<(u64, Line)>,
+    replies: VecDeque<(u64, Pending)>,
     reply_bytes: usize,
+    /// Whether events go out with their tags (`TAGS`).
+    tags: bool,
     batch: VecDeque<Line>,
     /// Bytes of `batch[0]` already written.
     written: usize,
@@ -38,6 +47,14 @@ pub(crate) struct Outbox {
     /// Whether the last write found the socket full: there is no use in
     /// writing again before it has room.
     full: bool,
+}
+
+/// What waits in the reply queue.
+#[derive(Debug)]
+enum Pending {
+    Line(Line),
+    /// Past events, read from the history as they go out.
+    Replay(Box<dyn Replay>),
 }
 
 #[derive(Debug)]
@@ -54,10 +71,21 @@ impl From<Expelled> for FlushError {
 
 impl Outbox {
     /// Queues a reply to go out after the room's events before `at`.
-    pub fn reply(&mut self, at: u64, line: &ServerLine) {
+    pub fn reply(&mut self, at: u64, line: &dyn fmt::Display) {
         let line: Line = format!("{line}\n").into_bytes().into();
         self.reply_bytes += line.len();
-        self.replies.push_back((at, line));
+        self.replies.push_back((at, Pending::Line(line)));
+    }
+
+    /// Queues past events to go out after the room's events before `at`,
+    /// and before any reply queued later.
+    pub fn replay(&mut self, at: u64, events: Box<dyn Replay>) {
+        self.replies.push_back((at, Pending::Replay(events)));
+    }
+
+    /// Has events go out with their tags from now on.
+    pub fn set_tags(&mut self) {
+        self.tags = true;
     }
 
     /// Whether so many replies wait that reading requests should pause.
@@ -141,26 +169,51 @@ impl Outbox {
     }
 
     /// Fills the batch with replies and events in their order.
-    fn refill(&mut self, member: Option<&Membership>) -> Result<(), Expelled> {
+    fn refill(&mut self, member: Option<&Membership>) -> Result<(), FlushError> {
         while self.batch.len() < MAX_BATCH {
             if let Some((at, _)) = self.replies.front() {
                 if member.is_none_or(|m| *at <= m.cursor()) {
-                    let (_, line) = self.replies.pop_front().expect("front exists");
-                    self.reply_bytes -= line.len();
-                    self.batch.push_back(line);
+                    match self.replies.pop_front().expect("front exists") {
+                        (_, Pending::Line(line)) => {
+                            self.reply_bytes -= line.len();
+                            self.batch.push_back(line);
+                        }
+                        (at, Pending::Replay(mut events)) => {
+                            if self.replay_some(events.as_mut()).map_err(FlushError::Io)? {
+                                self.replies.push_front((at, Pending::Replay(events)));
+                            }
+                        }
+                    }
                     continue;
                 }
             }
             let Some(member) = member else { break };
             let limit = self.replies.front().map_or(u64::MAX, |(at, _)| *at);
             let room_for = MAX_BATCH - self.batch.len();
-            let fetched = member.fetch(limit, &mut self.batch, room_for)?;
+            let fetched = member.fetch(limit, &mut self.batch, room_for, self.tags)?;
             let reply_due = self.replies.front().is_some_and(|(at, _)| *at <= member.cursor());
             if fetched.advanced == 0 && !reply_due {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Moves the next chunk of a replay to the batch; true while more is left.
+    fn replay_some(&mut self, events: &mut dyn Replay) -> io::Result<bool> {
+        let mut chunk: Vec<Event> = Vec::new();
+        let more = events.next_chunk(&mut chunk, MAX_BATCH - self.batch.len())?;
+        for event in chunk {
+            let line: Line = if self.tags {
+                let mut tagged = protocol::event_prefix(event.seq, event.time_ms).into_bytes();
+                tagged.extend_from_slice(&event.line);
+                tagged.into()
+            } else {
+                event.line.into()
+            };
+            self.batch.push_back(line);
+        }
+        Ok(more)
     }
 
     /// Gives back what a burst made the queues grow to: most members are

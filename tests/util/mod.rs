@@ -32,14 +32,41 @@ pub struct Chatd {
     child: Child,
     pub addr: SocketAddr,
     stderr: Arc<(Mutex<String>, Condvar)>,
+    /// Reads `stderr` until chatd closes it.
+    stderr_reader: Option<thread::JoinHandle<()>>,
+    /// What it printed on standard output after `listening on`, up to its
+    /// `history:` line.
+    pub startup: Vec<String>,
+    /// Its history's directory, when the test did not give one.
+    _data: Option<TempDir>,
 }
 
 impl Chatd {
-    /// Starts `chatd --bind 127.0.0.1:0 ARGS…` and waits for its
-    /// `listening on` line.
+    /// Starts `chatd --bind 127.0.0.1:0 ARGS…`, with a history directory of
+    /// its own, and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Chatd {
+        let data = TempDir::new("chatd-data");
+        let mut chatd = Chatd::start_in(data.path(), args);
+        chatd._data = Some(data);
+        chatd
+    }
+
+    /// Starts `chatd --bind 127.0.0.1:0 --data-dir DIR ARGS…` and waits for
+    /// its start-up lines.
+    pub fn start_in(dir: &std::path::Path, args: &[&str]) -> Chatd {
+        let mut chatd = Chatd::spawn(dir, args);
+        let status = chatd.child.try_wait().ok().flatten();
+        assert!(!chatd.addr.ip().is_unspecified(), "chatd did not start ({status:?}); stderr: {}", chatd.stderr());
+        chatd
+    }
+
+    /// Starts chatd as `start_in` does, but a chatd that exits at once is
+    /// not a failure: see `exited`.
+    pub fn spawn(dir: &std::path::Path, args: &[&str]) -> Chatd {
         let mut child = Command::new(bin("chatd"))
             .args(["--bind", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -49,7 +76,7 @@ impl Chatd {
         let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let sink = Arc::clone(&stderr);
         let mut pipe = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             let mut line = String::new();
             while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
                 sink.0.lock().unwrap().push_str(&line);
@@ -60,15 +87,33 @@ impl Chatd {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         stdout.read_line(&mut first).expect("read chatd's stdout");
-        let addr = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("chatd's first line was {first:?}; stderr: {}", stderr.0.lock().unwrap()))
-            .parse()
-            .expect("an address");
+        let addr = match first.trim().strip_prefix("listening on ") {
+            Some(addr) => addr.parse().expect("an address"),
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let mut startup = Vec::new();
+        while !addr.ip().is_unspecified() {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            startup.push(line.trim_end().to_owned());
+            if line.starts_with("history: ") {
+                break;
+            }
+        }
         // Keep draining stdout so chatd never blocks on it.
         thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Chatd { child, addr, stderr }
+        Chatd { child, addr, stderr, stderr_reader: Some(stderr_reader), startup, _data: None }
+    }
+
+    /// For a chatd that was to refuse to start: its exit status and log.
+    pub fn exited(mut self) -> (ExitStatus, String) {
+        assert!(self.addr.ip().is_unspecified(), "chatd started on {}", self.addr);
+        let status = self.wait();
+        // Its log is whole once the reader met the end of the pipe.
+        self.stderr_reader.take().expect("one reader").join().expect("the log's reader");
+        (status, self.stderr())
     }
 
     pub fn pid(&self) -> i32 {
@@ -224,15 +269,17 @@ impl Client {
         self.pings += 1;
         let token = format!("sync-{}", self.pings);
         self.send(&format!("PING {token}"));
+        self.sync_with(&token)
+    }
+
+    /// Returns every line before `PONG token`, for a `PING token` already sent.
+    /// With tags on, the `PONG` has them too (`@seq=… PONG token`).
+    pub fn sync_with(&mut self, token: &str) -> Vec<String> {
         let pong = format!("PONG {token}");
-        let mut before = Vec::new();
-        loop {
-            let line = self.recv();
-            if line == pong {
-                return before;
-            }
-            before.push(line);
-        }
+        let is_pong = |line: &str| {
+            line == pong || line.starts_with('@') && line.split_once(' ').is_some_and(|(_, rest)| rest == pong)
+        };
+        std::iter::from_fn(|| Some(self.recv()).filter(|line| !is_pong(line))).collect()
     }
 
     /// Asserts that nothing arrives before a `PING` is answered.
@@ -296,6 +343,7 @@ impl Client {
     }
 }
 
+#[derive(Debug)]
 /// A directory of the test's own under the system's temporary directory,
 /// removed when dropped.
 pub struct TempDir(std::path::PathBuf);

@@ -511,12 +511,15 @@ pub struct NsChatd {
     proc: Proc,
     /// The address from its first line, `listening on ADDRESS:PORT`.
     pub addr: SocketAddr,
+    /// Its history's directory, its own.
+    _data: super::TempDir,
 }
 
 impl NsChatd {
     pub fn start(ns: &Netns, args: &[&str]) -> NsChatd {
+        let data = super::TempDir::new("ns-chatd-data");
         let mut command = ns.command(bin("chatd"));
-        command.args(args);
+        command.arg("--data-dir").arg(data.path()).args(args);
         // `ip netns exec` execs chatd: this PID is chatd's.
         let proc = Proc::spawn(command, "chatd");
         let first = proc.next_line();
@@ -524,7 +527,7 @@ impl NsChatd {
             .strip_prefix("listening on ")
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("chatd's first line was {first:?}; its log:\n{}", proc.stderr()));
-        NsChatd { proc, addr }
+        NsChatd { proc, addr, _data: data }
     }
 
     pub fn port(&self) -> u16 {

@@ -2,8 +2,13 @@
 //! how it is written. `shared/PROTOCOL.md` is the contract; this module is the
 //! only place that knows its spelling, so the server and every client agree.
 
+mod join;
+mod tags;
+
 use std::fmt;
 
+pub use self::join::{is_epoch, Join, Position, PositionRef, Replay, MAX_EPOCH};
+pub use self::tags::{event_prefix, now_ms, parse_time, Tags, Time};
 use crate::name::{self, NameError};
 
 /// The server's name and version, as the `HELLO` line announces it.
@@ -18,7 +23,9 @@ pub const DEFAULT_MAX_LINE: usize = 4096;
 /// A line from a client, borrowed from the line it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'a> {
-    Join(&'a str),
+    Join(Join<'a>),
+    /// Version 2: tags on events and `OK JOIN` from now on.
+    Tags,
     Msg(&'a str),
     Exit,
     Names,
@@ -36,7 +43,7 @@ impl<'a> Request<'a> {
         };
         let is = |word: &str| verb.eq_ignore_ascii_case(word);
         if is("JOIN") {
-            Ok(Request::Join(arg.unwrap_or("")))
+            Ok(Request::Join(Join::parse(arg.unwrap_or(""))?))
         } else if is("MSG") {
             let text = arg.unwrap_or("");
             check_text(text)?;
@@ -47,11 +54,13 @@ impl<'a> Request<'a> {
             Ok(Request::Names)
         } else if is("PING") {
             Ok(Request::Ping(arg.filter(|token| !token.is_empty())))
+        } else if is("TAGS") {
+            Ok(Request::Tags)
         } else {
             Err(Refusal::new(
                 ErrorCode::UnknownCommand,
                 format!(
-                    "unknown command \"{}\"; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT",
+                    "unknown command \"{}\"; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT, TAGS",
                     Printable(verb)
                 ),
             ))
@@ -62,7 +71,8 @@ impl<'a> Request<'a> {
 impl fmt::Display for Request<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Join(name) => write!(f, "JOIN {name}"),
+            Request::Join(join) => write!(f, "JOIN {join}"),
+            Request::Tags => f.write_str("TAGS"),
             Request::Msg(text) => write!(f, "MSG {text}"),
             Request::Exit => f.write_str("EXIT"),
             Request::Names => f.write_str("NAMES"),
@@ -168,6 +178,8 @@ wire_words! {
         BadEncoding => "BAD_ENCODING",
         Full => "FULL",
         Timeout => "TIMEOUT",
+        BadOption => "BAD_OPTION",
+        Unavailable => "UNAVAILABLE",
     }
 }
 
@@ -189,6 +201,7 @@ wire_words! {
         Slow => "slow",
         Timeout => "timeout",
         Full => "full",
+        Replaced => "replaced",
     }
 }
 
@@ -206,51 +219,82 @@ pub fn msg_line(from: &str, text: &str) -> std::sync::Arc<[u8]> {
 /// around, and a server line has no length limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerLine {
-    Hello { server: String, text: String },
+    Hello {
+        server: String,
+        text: String,
+    },
     OkJoin(String),
+    OkTags,
+    /// `MISSED <n>`, or `MISSED ?` (`None`) when the position was not this
+    /// room's.
+    Missed(Option<u64>),
     Err(Refusal),
-    Msg { from: String, text: String },
+    Msg {
+        from: String,
+        text: String,
+    },
     Joined(String),
-    Left { name: String, reason: LeaveReason },
+    Left {
+        name: String,
+        reason: LeaveReason,
+    },
     Names(Vec<String>),
     Pong(Option<String>),
     Bye(ByeReason),
 }
 
 impl ServerLine {
-    /// Parses one line from the server (without its terminator).
+    /// Parses one line from the server (without its terminator), tags
+    /// skipped.
     pub fn parse(line: &str) -> Result<ServerLine, MalformedLine> {
-        let bad = || MalformedLine(line.to_owned());
+        ServerLine::parse_tagged(line).map(|(_, line)| line)
+    }
+
+    /// Parses one line from the server (without its terminator), with the
+    /// tags before it, if any.
+    pub fn parse_tagged(whole: &str) -> Result<(Tags, ServerLine), MalformedLine> {
+        let bad = || MalformedLine(whole.to_owned());
+        let (tags, line) = Tags::split(whole).ok_or_else(bad)?;
+        Ok((tags, ServerLine::parse_untagged(line).ok_or_else(bad)?))
+    }
+
+    fn parse_untagged(line: &str) -> Option<ServerLine> {
         let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
-        Ok(match verb {
+        Some(match verb {
             "HELLO" => {
                 let (server, text) = rest.split_once(' ').unwrap_or((rest, ""));
                 ServerLine::Hello { server: server.to_owned(), text: text.to_owned() }
             }
             "OK" => match rest.split_once(' ') {
                 Some(("JOIN", name)) if !name.is_empty() => ServerLine::OkJoin(name.to_owned()),
-                _ => return Err(bad()),
+                None if rest == "TAGS" => ServerLine::OkTags,
+                _ => return None,
             },
             "ERR" => {
                 let (code, text) = rest.split_once(' ').unwrap_or((rest, ""));
-                let code = ErrorCode::from_word(code).ok_or_else(bad)?;
-                ServerLine::Err(Refusal::new(code, text))
+                ServerLine::Err(Refusal::new(ErrorCode::from_word(code)?, text))
             }
             "MSG" => {
-                let (from, text) = rest.split_once(' ').ok_or_else(bad)?;
+                let (from, text) = rest.split_once(' ')?;
                 ServerLine::Msg { from: from.to_owned(), text: text.to_owned() }
             }
             "JOINED" if !rest.is_empty() => ServerLine::Joined(rest.to_owned()),
             "LEFT" => {
-                let (name, reason) = rest.split_once(' ').ok_or_else(bad)?;
-                let reason = LeaveReason::from_word(reason).ok_or_else(bad)?;
-                ServerLine::Left { name: name.to_owned(), reason }
+                let (name, reason) = rest.split_once(' ')?;
+                ServerLine::Left { name: name.to_owned(), reason: LeaveReason::from_word(reason)? }
             }
             "NAMES" => ServerLine::Names(rest.split(' ').filter(|n| !n.is_empty()).map(str::to_owned).collect()),
             "PONG" => ServerLine::Pong((!rest.is_empty()).then(|| rest.to_owned())),
-            "BYE" => ServerLine::Bye(ByeReason::from_word(rest).ok_or_else(bad)?),
-            _ => return Err(bad()),
+            "BYE" => ServerLine::Bye(ByeReason::from_word(rest)?),
+            "MISSED" if rest == "?" => ServerLine::Missed(None),
+            "MISSED" if rest.bytes().all(|b| b.is_ascii_digit()) => ServerLine::Missed(Some(rest.parse().ok()?)),
+            _ => return None,
         })
+    }
+
+    /// Whether this is a room event, which has a position.
+    pub fn is_event(&self) -> bool {
+        matches!(self, ServerLine::Msg { .. } | ServerLine::Joined(_) | ServerLine::Left { .. })
     }
 }
 
@@ -259,6 +303,9 @@ impl fmt::Display for ServerLine {
         match self {
             ServerLine::Hello { server, text } => write!(f, "HELLO {server} {text}"),
             ServerLine::OkJoin(name) => write!(f, "OK JOIN {name}"),
+            ServerLine::OkTags => f.write_str("OK TAGS"),
+            ServerLine::Missed(Some(n)) => write!(f, "MISSED {n}"),
+            ServerLine::Missed(None) => f.write_str("MISSED ?"),
             ServerLine::Err(refusal) => write!(f, "ERR {refusal}"),
             ServerLine::Msg { from, text } => write!(f, "MSG {from} {text}"),
             ServerLine::Joined(name) => write!(f, "JOINED {name}"),
@@ -311,10 +358,13 @@ mod tests {
     #[test]
     fn requests_parse_case_insensitively_with_one_space() {
         let cases: &[(&str, Result<Request, ErrorCode>)] = &[
-            ("JOIN Ana", Ok(Request::Join("Ana"))),
-            ("join Ana", Ok(Request::Join("Ana"))),
-            ("Join  Ana", Ok(Request::Join(" Ana"))),
-            ("JOIN", Ok(Request::Join(""))),
+            ("JOIN Ana", Ok(Request::Join(Join::name("Ana")))),
+            ("join Ana", Ok(Request::Join(Join::name("Ana")))),
+            ("Join  Ana", Ok(Request::Join(Join::name(" Ana")))),
+            ("JOIN", Ok(Request::Join(Join::name("")))),
+            ("JOIN Ana LAST 5", Ok(Request::Join(Join { name: "Ana", replay: Replay::Last(5), token: None }))),
+            ("JOIN Ana LAST x", Err(ErrorCode::BadOption)),
+            ("tags", Ok(Request::Tags)),
             ("MSG hola a todos", Ok(Request::Msg("hola a todos"))),
             ("msg  leading", Ok(Request::Msg(" leading"))),
             ("MSG tab\there", Ok(Request::Msg("tab\there"))),
@@ -340,7 +390,7 @@ mod tests {
     #[test]
     fn server_lines_round_trip() {
         let lines = [
-            "HELLO chatd/0.1.0 type JOIN <name> to enter",
+            "HELLO chatd/0.2.0 type JOIN <name> to enter",
             "OK JOIN Carlos",
             "ERR NAME_TAKEN the name is taken",
             "MSG Ana Hola a todos",
@@ -352,6 +402,10 @@ mod tests {
             "PONG 1",
             "PONG",
             "BYE shutdown",
+            "OK TAGS",
+            "MISSED 12",
+            "MISSED ?",
+            "BYE replaced",
         ];
         for line in lines {
             let parsed = ServerLine::parse(line).unwrap_or_else(|e| panic!("{e}"));
@@ -361,9 +415,27 @@ mod tests {
 
     #[test]
     fn malformed_server_lines_are_errors() {
-        for line in ["", "OK", "OK PART x", "ERR NOPE x", "LEFT Luis gone", "BYE later", "WHAT"] {
+        for line in [
+            "",
+            "OK",
+            "OK PART x",
+            "ERR NOPE x",
+            "LEFT Luis gone",
+            "BYE later",
+            "WHAT",
+            "MISSED",
+            "MISSED -1",
+            "@seq=x MSG a b",
+        ] {
             assert!(ServerLine::parse(line).is_err(), "{line:?} parsed");
         }
+    }
+
+    #[test]
+    fn tagged_lines_parse_with_their_tags() {
+        let (tags, line) = ServerLine::parse_tagged("@seq=3;time=2026-11-30T13:40:01.123Z JOINED Luis").unwrap();
+        assert_eq!((tags.seq, line), (Some(3), ServerLine::Joined("Luis".into())));
+        assert_eq!(ServerLine::parse("@seq=3;time=x LEFT Luis exit").unwrap().to_string(), "LEFT Luis exit");
     }
 
     #[test]
