@@ -1,0 +1,75 @@
+//! `chat`, the interactive client: a prompt to type messages at, with the
+//! room's events shown above it, slash commands, and a history kept across
+//! runs. With standard input or output not a terminal it is a plain line
+//! reader instead (`echo hi | chat`), so scripts can use it too.
+//!
+//! - `prompt`: the editor, the name asked for, and what a typed line means;
+//! - `session`: the joined connection and the thread that shows the room;
+//! - `line_history`: the typed lines kept across runs;
+//! - `plain`: the line reader for pipes.
+
+mod line_history;
+mod plain;
+mod prompt;
+mod session;
+
+use std::fmt;
+use std::io::{self, IsTerminal};
+
+use rustyline::error::ReadlineError;
+
+use crate::cli::ChatArgs;
+use crate::client::ClientError;
+use crate::exit_codes as exit;
+
+/// Why `chat` stopped.
+#[derive(Debug)]
+pub enum ChatError {
+    Client(ClientError),
+    Terminal(ReadlineError),
+    Input(io::Error),
+}
+
+impl ChatError {
+    /// The exit status for this error (see `exit_codes`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ChatError::Client(e) => e.exit_code(),
+            ChatError::Terminal(_) | ChatError::Input(_) => exit::FAILURE,
+        }
+    }
+}
+
+impl fmt::Display for ChatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChatError::Client(e) => write!(f, "{e}"),
+            ChatError::Terminal(e) => write!(f, "the terminal failed: {e}"),
+            ChatError::Input(e) => write!(f, "cannot read standard input: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ChatError {}
+
+impl From<ClientError> for ChatError {
+    fn from(e: ClientError) -> ChatError {
+        ChatError::Client(e)
+    }
+}
+
+impl From<ReadlineError> for ChatError {
+    fn from(e: ReadlineError) -> ChatError {
+        ChatError::Terminal(e)
+    }
+}
+
+/// Runs `chat`: interactive on a terminal, a plain line reader otherwise.
+pub fn run(args: &ChatArgs) -> Result<(), ChatError> {
+    // Both ends must be a terminal for the editor: `chat > log` reads lines too.
+    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+        prompt::interactive(args)
+    } else {
+        plain::plain(args)
+    }
+}

@@ -1,0 +1,222 @@
+//! The interactive client: the editor, the name asked for until the server
+//! takes one, and what each typed line asks for.
+
+use std::io;
+use std::time::Duration;
+
+use nix::sys::termios;
+use rustyline::error::ReadlineError;
+use rustyline::{Config, DefaultEditor, ExternalPrinter as _};
+
+use super::line_history::History;
+use super::session::Session;
+use super::ChatError;
+use crate::cli::ChatArgs;
+use crate::client::{self, ClientError, Receiver, Sender};
+use crate::protocol::{self, ByeReason, ErrorCode, Printable, Request};
+
+/// How long `/quit` waits for `BYE exit`: only so that what the server said
+/// before it is shown; the person wants to be gone.
+const QUIT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Lines of history kept.
+const HISTORY_SIZE: usize = 1000;
+
+const HELP: &str = "\
+commands:
+  /who     list who is in the room
+  /quit    leave (Ctrl-D too)
+  /help    show this list
+  //text   send a message that starts with /
+Ctrl-C clears the line; Up and Down go through earlier lines.
+";
+
+/// Joins, then reads and sends lines until `/quit` or Ctrl-D.
+pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
+    // Taken before the editor changes anything, so that the reader thread can
+    // put the terminal back if the server goes away in the middle of a prompt.
+    let terminal = termios::tcgetattr(io::stdin()).ok();
+    let mut editor = DefaultEditor::with_config(Config::builder().max_history_size(HISTORY_SIZE)?.build())?;
+    let server = &args.server.server;
+    let mut connection = client::connect(server)?;
+    let name = match &args.name {
+        Some(name) => client::join(&mut connection.0, &mut connection.1, name)?,
+        None => match ask_name(&mut editor, &mut connection, server)? {
+            Some(name) => name,
+            None => {
+                let _ = connection.0.finish();
+                return Ok(());
+            }
+        },
+    };
+    let mut history = History::open(&mut editor);
+    let mut printer = editor.create_external_printer()?;
+    let (sender, receiver) = connection;
+    println!("* you are {} on {}; /help lists the commands", Printable(&name), receiver.server());
+    // The printer shows a line above the prompt and redraws the line being typed.
+    let show = move |text: String| {
+        let _ = printer.print(format!("{text}\n"));
+    };
+    let mut session = Session::start(sender, receiver, show, terminal);
+    let result = converse(&mut editor, &mut session, &name, &mut history);
+    // A connection that broke cannot say EXIT.
+    if !matches!(result, Err(ChatError::Client(_))) {
+        let _ = session.leave(QUIT_PATIENCE);
+    }
+    result
+}
+
+/// Asks for a name until the server takes one, on the same connection;
+/// `None` if the person gave up (Ctrl-D).
+fn ask_name(
+    editor: &mut DefaultEditor,
+    connection: &mut (Sender, Receiver),
+    server: &str,
+) -> Result<Option<String>, ChatError> {
+    loop {
+        let typed = match editor.readline("name: ") {
+            Ok(typed) => typed,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let typed = typed.trim();
+        if typed.is_empty() {
+            continue;
+        }
+        match join_patiently(connection, server, typed) {
+            Ok(name) => return Ok(Some(name)),
+            Err(ClientError::NameRefused { refusal, .. }) => println!("{}", Printable(&refusal.text)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Joins as `name`. The server drops a connection that has not joined within
+/// its join timeout (60 s by default), and a person may take longer than
+/// that to choose a name: a connection that timed out is replaced once.
+fn join_patiently(connection: &mut (Sender, Receiver), server: &str, name: &str) -> Result<String, ClientError> {
+    match client::join(&mut connection.0, &mut connection.1, name) {
+        Err(ClientError::Refused(refusal)) if refusal.code == ErrorCode::Timeout => {}
+        Err(ClientError::Bye { reason: ByeReason::Timeout, .. }) => {}
+        result => return result,
+    }
+    *connection = client::connect(server)?;
+    client::join(&mut connection.0, &mut connection.1, name)
+}
+
+/// Reads lines and acts on them until `/quit` or Ctrl-D.
+fn converse(
+    editor: &mut DefaultEditor,
+    session: &mut Session,
+    name: &str,
+    history: &mut History,
+) -> Result<(), ChatError> {
+    let prompt = format!("{name}> ");
+    loop {
+        let typed = match editor.readline(&prompt) {
+            Ok(typed) => typed,
+            // As in shells: Ctrl-C drops the line being typed.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // A paste of several lines arrives as one; each is taken on its own.
+        for line in typed.split('\n') {
+            let input = Input::parse(line);
+            // `/quit` is left out: Up then Enter in the next session should
+            // not leave at once.
+            if !matches!(input, Input::Blank | Input::Quit) {
+                history.add(editor, line);
+            }
+            match input {
+                Input::Blank => {}
+                Input::Say(text) => match check_message(text) {
+                    Ok(()) => session.say(&Request::Msg(text))?,
+                    Err(why) => println!("not sent: {why}"),
+                },
+                Input::Who => session.say(&Request::Names)?,
+                Input::Quit => return Ok(()),
+                Input::Help => print!("{HELP}"),
+                Input::Unknown(command) => println!(
+                    "unknown command {}: /help lists the commands; start with // to send a line that begins with /",
+                    Printable(command)
+                ),
+            }
+        }
+    }
+}
+
+/// What a typed line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Input<'a> {
+    Blank,
+    Say(&'a str),
+    Who,
+    Quit,
+    Help,
+    Unknown(&'a str),
+}
+
+impl<'a> Input<'a> {
+    fn parse(line: &'a str) -> Input<'a> {
+        if line.trim().is_empty() {
+            return Input::Blank;
+        }
+        if line.starts_with("//") {
+            return Input::Say(&line[1..]);
+        }
+        if !line.starts_with('/') {
+            return Input::Say(line);
+        }
+        let command = line.split_whitespace().next().unwrap_or(line);
+        match command {
+            "/who" => Input::Who,
+            "/quit" => Input::Quit,
+            "/help" => Input::Help,
+            _ => Input::Unknown(command),
+        }
+    }
+}
+
+/// Refuses, before sending, a message the server would refuse, with words
+/// that say why.
+pub(super) fn check_message(text: &str) -> Result<(), String> {
+    protocol::check_outgoing(text).map_err(|refusal| refusal.text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_lines() {
+        let cases = [
+            ("", Input::Blank),
+            ("   ", Input::Blank),
+            ("hola", Input::Say("hola")),
+            (" leading space", Input::Say(" leading space")),
+            ("//etc/hosts", Input::Say("/etc/hosts")),
+            ("//", Input::Say("/")),
+            ("/who", Input::Who),
+            ("/who ", Input::Who),
+            ("/quit", Input::Quit),
+            ("/help", Input::Help),
+            ("/nope x", Input::Unknown("/nope")),
+            ("/", Input::Unknown("/")),
+            ("a /who", Input::Say("a /who")),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Input::parse(line), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn messages_the_server_would_refuse_are_refused_here() {
+        assert_eq!(check_message("tab\tis fine"), Ok(()));
+        use crate::protocol::MAX_TEXT;
+        assert_eq!(check_message(&"x".repeat(MAX_TEXT)), Ok(()));
+        assert!(check_message(&"x".repeat(MAX_TEXT + 1)).unwrap_err().contains("4092 bytes"));
+        assert!(check_message("esc\u{1b}[2J").unwrap_err().contains("U+001B"));
+    }
+}
