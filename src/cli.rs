@@ -127,12 +127,34 @@ impl ChatdArgs {
     }
 }
 
-/// The server a client talks to: shared by the three clients.
+/// The server a client talks to, and what to do when the connection to it
+/// is lost: shared by the three clients.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerOpt {
     /// The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given).
     #[arg(short, long, value_name = "HOST[:PORT]", env = "CHAT_SERVER", default_value = crate::client::DEFAULT_SERVER)]
     pub server: String,
+
+    /// After a lost connection (the server restarting, a network outage), how long to keep trying to
+    /// reconnect, waiting 0.2 s between tries at first and up to 5 s later, before giving up with exit
+    /// status 5. Once back, it resumes where it was: nothing missed is left unsaid, and nothing is sent
+    /// twice.
+    #[arg(long, value_name = "DURATION", env = "CHAT_RETRY_FOR", default_value = "60s", value_parser = parse_duration)]
+    pub retry_for: Duration,
+
+    /// Do not reconnect: a lost connection ends it at once, with exit status 5.
+    #[arg(long)]
+    pub no_reconnect: bool,
+}
+
+impl ServerOpt {
+    /// What the client's membership does when its connection is lost.
+    pub fn settings(&self) -> crate::client::Settings {
+        crate::client::Settings {
+            server: self.server.clone(),
+            retry_for: (!self.no_reconnect).then_some(self.retry_for),
+        }
+    }
 }
 
 /// `chat`'s options.
@@ -159,6 +181,12 @@ pub struct ChatArgs {
     /// The name to join as; asked for when not given (your login name when input is not a terminal).
     #[arg(short, long, value_name = "NAME", env = "CHAT_NAME")]
     pub name: Option<String>,
+
+    /// On joining, show the room's last N events (as many as the server keeps), with their times,
+    /// above a line "-- live --"; 0 shows none [default: 20 at a terminal, 0 when input or output is
+    /// not one].
+    #[arg(long, value_name = "N")]
+    pub history: Option<u64>,
 }
 
 /// `chat-send`'s options.
@@ -199,7 +227,13 @@ pub struct ChatSendArgs {
 Each event is printed and flushed as it arrives: `Ana: hola`, `* Luis joined`, \
 `* Luis left (lost)`; or the protocol lines with --raw, or one JSON object per line with \
 --json. Control characters in what others wrote are shown escaped, never passed to the \
-terminal. A closed standard output (chat-tail | head -3) ends it quietly with status 0."
+terminal. A closed standard output (chat-tail | head -3) ends it quietly with status 0, at \
+once, even in a quiet room.
+
+With -n N it prints the room's last N events first; with --since EPOCH:SEQ, every event after \
+that position. When the connection is lost, or the server restarts, it reconnects and goes on \
+from the last event it printed (see --retry-for); events the server no longer keeps are \
+reported on standard error (chat-tail: 3 events missed)."
 )]
 pub struct ChatTailArgs {
     #[command(flatten)]
@@ -207,14 +241,27 @@ pub struct ChatTailArgs {
 
     /// The name to join as [default: $CHAT_NAME or your login name, with -tail after it, so it
     /// never collides with your own chat].
-    #[arg(short, long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+
+    /// First print the room's last N events (as many as the server keeps), as tail -n does; then the
+    /// live ones.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 0, conflicts_with = "since")]
+    pub lines: u64,
+
+    /// First print every event after this position, then the live ones: a script that kept the
+    /// position of the last event it handled ("seq" in --json, with the epoch chat-tail printed) misses
+    /// nothing in between. When the server no longer keeps them all, it says so on standard error.
+    #[arg(long, value_name = "EPOCH:SEQ")]
+    pub since: Option<crate::protocol::Position>,
 
     /// Print the protocol lines as they come (MSG Ana hola).
     #[arg(long, conflicts_with = "json")]
     pub raw: bool,
 
-    /// Print one JSON object per line: {"event":"msg","from":"Ana","text":"hola"}.
+    /// Print one JSON object per line: {"event":"msg","from":"Ana","text":"hola","seq":42,
+    /// "time":"2026-11-30T13:40:01.123Z"}, with the event's position and the server's time (UTC, RFC
+    /// 3339); events missed while reconnecting show as {"event":"missed","count":N} (null when unknown).
     #[arg(long)]
     pub json: bool,
 

@@ -2,19 +2,36 @@
 //! all. Lines are checked before they are sent, so a line the protocol would
 //! refuse stops the run with its line number; a `PING` every so often tells
 //! how far the server has confirmed, and a final `PING` proves the rest.
+//!
+//! One thread waits in `poll` on standard input and the server at once. A
+//! lost connection or a restarting server is survived: the membership
+//! reconnects, learns from the replay of our own messages which lines the
+//! server took, and sends the rest (see `client::pending`), so every line
+//! arrives exactly once.
 
 use std::fmt;
-use std::io::{self, BufRead};
-use std::sync::mpsc;
-use std::thread;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::time::Duration;
 
 use crate::cli::ChatSendArgs;
-use crate::client::{self, ClientError, Receiver};
+use crate::client::{self, ClientError, Membership, News, Watch};
 use crate::exit_codes as exit;
-use crate::protocol::{self, ByeReason, Refusal, Request, ServerLine};
+use crate::protocol::{self, Join, Refusal, ServerLine};
 
 /// Lines between two progress `PING`s.
 const CONFIRM_EVERY: u64 = 1024;
+
+/// Most lines sent and not yet confirmed: input waits beyond, so that what
+/// is kept for sending again stays bounded.
+const MAX_UNCONFIRMED: usize = 8 * CONFIRM_EVERY as usize;
+
+/// How long to wait for the server's goodbye after `EXIT`.
+const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How much of standard input is read at once.
+const CHUNK: usize = 64 * 1024;
 
 /// Why `chat-send` stopped short.
 #[derive(Debug)]
@@ -68,29 +85,17 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// What the reader thread heard that the sender cares about.
-enum Heard {
-    Pong(String),
-    Refused(Refusal),
-    Ended(ClientError),
-}
-
 /// Sends the arguments, or else standard input; returns how many messages
 /// were sent, all confirmed.
 pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     let fail = |error| SendError::Client { error, confirmed: 0 };
-    let (mut sender, mut receiver) = client::connect(&args.server.server).map_err(fail)?;
+    let mut connection = client::connect(&args.server.server).map_err(fail)?;
     let name = args.name.clone().unwrap_or_else(|| client::login_name(""));
-    client::join(&mut sender, &mut receiver, &name).map_err(fail)?;
-    let (heard_tx, heard) = mpsc::channel();
-    let listener = thread::spawn(move || listen(receiver, heard_tx));
-    let mut run = Run { sender, heard, sent: 0, last_line: 0, confirmed: 0, refused: None };
+    let joined = client::join(&mut connection.0, &mut connection.1, &Join::name(&name)).map_err(fail)?;
+    let membership = Membership::start(connection, joined, None, args.server.settings()).map_err(fail)?;
+    let mut run = Run { membership, sent: 0, last_line: 0, refused: None };
 
-    let input = if args.text.is_empty() {
-        run.send_lines(io::BufReader::with_capacity(64 * 1024, io::stdin().lock()))
-    } else {
-        run.send_line(1, args.text.join(" ").as_bytes())
-    };
+    let input = if args.text.is_empty() { run.send_stdin() } else { run.send_line(1, args.text.join(" ").as_bytes()) };
     // Whatever stopped the input, prove what went before it.
     run.confirm()?;
     if let Some((first, last, refusal)) = run.refused.take() {
@@ -99,49 +104,82 @@ pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     input?;
     // Leave politely: EXIT, then wait for the server's goodbye, so it
     // reports `LEFT … exit` and nothing is cut off by a reset.
-    let _ = run.sender.send(&Request::Exit);
-    let _ = run.sender.finish();
-    let _ = listener.join();
+    run.membership.leave(LEAVE_PATIENCE);
+    while !matches!(run.membership.next(None), Ok(News::Left) | Err(_)) {}
     Ok(run.sent)
 }
 
 struct Run {
-    sender: client::Sender,
-    heard: mpsc::Receiver<Heard>,
+    membership: Membership,
     sent: u64,
     /// The input line of the last message sent.
     last_line: u64,
-    /// The input line up to which the server confirmed everything.
-    confirmed: u64,
     /// The first refusal, with the range of lines it may be about: after
     /// the last confirmed line, up to the last line sent when it arrived.
     refused: Option<(u64, u64, Refusal)>,
 }
 
 impl Run {
-    fn send_lines<R: io::Read>(&mut self, mut input: io::BufReader<R>) -> Result<(), SendError> {
-        let mut line = Vec::with_capacity(256);
+    /// Sends standard input, line by line, until its end, a line that
+    /// cannot be sent, or a refusal.
+    fn send_stdin(&mut self) -> Result<(), SendError> {
+        // A descriptor of our own, unbuffered: what `poll` says is readable
+        // is all there is, with nothing hidden in a buffer of std's.
+        let mut input = File::from(io::stdin().as_fd().try_clone_to_owned().map_err(SendError::Input)?);
+        let mut chunk = vec![0; CHUNK];
+        let mut partial = Vec::new();
         let mut number = 0;
-        loop {
-            line.clear();
+        while self.refused.is_none() {
+            // Beyond the bound, only the server is listened to until it
+            // confirms more.
+            let reading = self.membership.unconfirmed() < MAX_UNCONFIRMED;
+            if !self.next(reading.then(|| Watch::readable(input.as_fd())))? {
+                continue;
+            }
+            let n = match input.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SendError::Input(e)),
+            };
+            if n == 0 {
+                // A last line without a newline is a line too.
+                return if partial.is_empty() { Ok(()) } else { self.send_line(number + 1, &partial) };
+            }
+            partial.extend_from_slice(&chunk[..n]);
+            let mut start = 0;
+            while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
+                number += 1;
+                self.send_line(number, &partial[start..start + end])?;
+                start += end + 1;
+            }
+            partial.drain(..start);
             // Lines that came in a burst go out in one write; a line that came
             // alone (`tail -f | chat-send`) goes out before waiting for more.
-            if input.buffer().is_empty() {
-                self.sender.flush().map_err(|e| self.lost(e.into()))?;
-            }
-            if input.read_until(b'\n', &mut line).map_err(SendError::Input)? == 0 {
-                return Ok(());
-            }
-            number += 1;
-            self.send_line(number, &line)?;
-            if self.refused.is_some() {
-                return Ok(());
-            }
+            self.membership.flush();
         }
+        Ok(())
+    }
+
+    /// Waits for the server, or for `watch` when given: `true` when the
+    /// watched descriptor is ready, `false` after news from the server.
+    fn next(&mut self, watch: Option<Watch<'_>>) -> Result<bool, SendError> {
+        match self.membership.next(watch).map_err(|e| self.lost(e))? {
+            News::Watched(_) => return Ok(true),
+            News::Reply(ServerLine::Err(refusal)) => {
+                let first = self.next_line_after(self.confirmed());
+                self.refused.get_or_insert((first, self.last_line, refusal));
+            }
+            News::Lost(why) => eprintln!("chat-send: {why}; reconnecting"),
+            News::Resumed { resent } => eprintln!(
+                "chat-send: reconnected; the server had confirmed lines up to {}, {resent} sent again",
+                self.confirmed()
+            ),
+            _ => {}
+        }
+        Ok(false)
     }
 
     fn send_line(&mut self, number: u64, raw: &[u8]) -> Result<(), SendError> {
-        let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.is_empty() {
             return Ok(());
@@ -149,56 +187,29 @@ impl Run {
         let bad = |why: String| SendError::BadLine { number, why };
         let text = std::str::from_utf8(raw).map_err(|_| bad("is not UTF-8".into()))?;
         protocol::check_outgoing(text).map_err(|refusal| bad(format!("is refused: {}", refusal.text)))?;
-        self.send(&Request::Msg(text))?;
+        self.membership.say(text, number);
         self.sent += 1;
         self.last_line = number;
         if self.sent % CONFIRM_EVERY == 0 {
-            self.send(&Request::Ping(Some(&number.to_string())))?;
-            self.take_news(None)?;
+            self.membership.checkpoint();
         }
         Ok(())
     }
 
-    fn send(&mut self, request: &Request<'_>) -> Result<(), SendError> {
-        self.sender.send(request).map_err(|e| self.lost(e.into()))
-    }
-
-    /// Sends a final `PING` and waits for its `PONG`: then the server has
-    /// accepted every line sent.
+    /// Sends a final `PING` and waits until the server confirmed every line
+    /// sent, across reconnections.
     fn confirm(&mut self) -> Result<(), SendError> {
-        let token = format!("end-{}", self.last_line);
-        self.send(&Request::Ping(Some(&token)))?;
-        self.sender.flush().map_err(|e| self.lost(e.into()))?;
-        self.take_news(Some(&token))?;
-        self.confirmed = self.last_line;
+        self.membership.checkpoint();
+        self.membership.flush();
+        while !self.membership.all_confirmed() {
+            self.next(None)?;
+        }
         Ok(())
     }
 
-    /// Takes what the reader heard so far; with `until`, waits for that `PONG`.
-    fn take_news(&mut self, until: Option<&str>) -> Result<(), SendError> {
-        loop {
-            let heard = match until {
-                Some(_) => match self.heard.recv() {
-                    Ok(heard) => heard,
-                    Err(_) => {
-                        return Err(self.lost(ClientError::Lost { server: String::new(), detail: "no answer".into() }))
-                    }
-                },
-                None => match self.heard.try_recv() {
-                    Ok(heard) => heard,
-                    Err(_) => return Ok(()),
-                },
-            };
-            match heard {
-                Heard::Pong(token) if Some(token.as_str()) == until => return Ok(()),
-                Heard::Pong(token) => self.confirmed = token.parse().unwrap_or(self.confirmed),
-                Heard::Refused(refusal) => {
-                    let first = self.next_line_after(self.confirmed);
-                    self.refused.get_or_insert((first, self.last_line, refusal));
-                }
-                Heard::Ended(error) => return Err(self.lost(error)),
-            }
-        }
+    /// The input line up to which the server confirmed everything.
+    fn confirmed(&self) -> u64 {
+        self.membership.confirmed_note().unwrap_or(0)
     }
 
     /// The first line sent after input line `line` (empty lines are skipped,
@@ -208,24 +219,6 @@ impl Run {
     }
 
     fn lost(&self, error: ClientError) -> SendError {
-        SendError::Client { error, confirmed: self.confirmed }
-    }
-}
-
-/// The reader thread: hands on `PONG`s, refusals and the end of the connection.
-fn listen(mut receiver: Receiver, heard: mpsc::Sender<Heard>) {
-    loop {
-        let news = match receiver.recv() {
-            Ok(ServerLine::Pong(Some(token))) => Heard::Pong(token),
-            Ok(ServerLine::Err(refusal)) => Heard::Refused(refusal),
-            Ok(ServerLine::Bye(ByeReason::Exit)) => return,
-            Ok(ServerLine::Bye(reason)) => Heard::Ended(receiver.bye(reason)),
-            Ok(_) => continue,
-            Err(error) => Heard::Ended(error),
-        };
-        let ended = matches!(news, Heard::Ended(_));
-        if heard.send(news).is_err() || ended {
-            return;
-        }
+        SendError::Client { error, confirmed: self.confirmed() }
     }
 }

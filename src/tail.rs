@@ -1,48 +1,98 @@
 //! `chat-tail`: the room's events on standard output, one per line, flushed
-//! as they arrive, for `grep`, `jq` and `while read`.
+//! as they arrive, for `grep`, `jq` and `while read`. It can start with the
+//! room's last events (`-n`) or from a kept position (`--since`), and goes on
+//! across lost connections and server restarts.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::cli::ChatTailArgs;
-use crate::client::{self, render, ClientError, Receiver, Sender};
-use crate::protocol::{ErrorCode, Request, ServerLine};
+use crate::client::{
+    self, json_missed, render_event, ClientError, Format, Joined, Membership, News, Receiver, Sender, Watch,
+};
+use crate::protocol::{ErrorCode, Join, Replay, ServerLine};
 
 /// How many numbered names (`ana-tail2` …) to try when the derived one is taken.
 const NAME_TRIES: u32 = 9;
 
+/// How long `--count` waits for the server's goodbye after `EXIT`.
+const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
+
 pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
-    let (mut sender, mut receiver) = client::connect(&args.server.server)?;
-    join(&mut sender, &mut receiver, args)?;
+    let mut connection = client::connect(&args.server.server)?;
+    let replay = match &args.since {
+        Some(position) => Replay::Since(position.as_ref()),
+        None => Replay::Last(args.lines),
+    };
+    let joined = join(&mut connection, args, replay)?;
+    let mut membership = Membership::start(connection, joined, args.since.clone(), args.server.settings())?;
     if args.count == Some(0) {
-        return leave(sender, receiver);
+        return leave(membership);
     }
-    let format = args.format();
-    let mut out = io::stdout().lock();
+    let stdout = io::stdout();
+    // A pipe whose reader closed reports POLLERR on its writing end: so
+    // `chat-tail | head -n 2` ends as soon as head does, quiet room or not.
+    let watch = Watch::hangup(stdout.as_fd());
+    let mut out = stdout.lock();
     let mut messages = 0;
     loop {
-        let line = receiver.recv()?;
-        match &line {
+        let event = match membership.next(Some(watch))? {
+            News::Event(event) => event,
+            News::Watched(_) => return Ok(()),
+            News::Missed { count, epoch } => {
+                report_missed(&mut out, args.format(), count, &epoch)?;
+                continue;
+            }
+            News::Lost(why) => {
+                eprintln!("chat-tail: {why}; reconnecting");
+                continue;
+            }
+            News::Resumed { .. } => {
+                eprintln!("chat-tail: reconnected to {}", membership.server());
+                continue;
+            }
+            News::Live | News::Confirmed | News::Reply(_) | News::Left => continue,
+        };
+        match &event.line {
             ServerLine::Msg { .. } => messages += 1,
             ServerLine::Joined(_) | ServerLine::Left { .. } if !args.messages_only => {}
-            ServerLine::Bye(reason) => return Err(receiver.bye(*reason).into()),
             _ => continue,
         }
-        if let Some(text) = render(&line, format) {
+        if let Some(text) = render_event(&event, args.format()) {
             writeln!(out, "{text}").and_then(|()| out.flush()).context("cannot write to standard output")?;
         }
         if args.count == Some(messages) {
-            return leave(sender, receiver);
+            return leave(membership);
         }
     }
 }
 
+/// Says on standard error, and in the JSON stream, that events were missed.
+fn report_missed(out: &mut impl Write, format: Format, count: Option<u64>, epoch: &str) -> anyhow::Result<()> {
+    match count {
+        Some(n) => eprintln!("chat-tail: {n} events missed"),
+        None => {
+            eprintln!("chat-tail: the server's history is not the one of {epoch}: some events may have been missed")
+        }
+    }
+    if format == Format::Json {
+        writeln!(out, "{}", json_missed(count))
+            .and_then(|()| out.flush())
+            .context("cannot write to standard output")?;
+    }
+    Ok(())
+}
+
 /// Joins under the name asked for; a derived name that is taken gets a
 /// number (`ana-tail2`), so two tails of one person never collide.
-fn join(sender: &mut Sender, receiver: &mut Receiver, args: &ChatTailArgs) -> Result<String, ClientError> {
+fn join(connection: &mut (Sender, Receiver), args: &ChatTailArgs, replay: Replay<'_>) -> Result<Joined, ClientError> {
+    let (sender, receiver) = connection;
+    let mut try_as = |name: &str| client::join(sender, receiver, &Join { name, replay, token: None });
     if let Some(name) = &args.name {
-        return client::join(sender, receiver, name);
+        return try_as(name);
     }
     let base = match std::env::var("CHAT_NAME") {
         Ok(name) if !name.is_empty() => {
@@ -51,11 +101,11 @@ fn join(sender: &mut Sender, receiver: &mut Receiver, args: &ChatTailArgs) -> Re
         }
         _ => client::login_name("-tail"),
     };
-    let mut result = client::join(sender, receiver, &base);
+    let mut result = try_as(&base);
     for n in 2..=NAME_TRIES {
         match &result {
             Err(ClientError::NameRefused { refusal, .. }) if refusal.code == ErrorCode::NameTaken => {
-                result = client::join(sender, receiver, &format!("{base}{n}"));
+                result = try_as(&format!("{base}{n}"));
             }
             _ => break,
         }
@@ -63,11 +113,10 @@ fn join(sender: &mut Sender, receiver: &mut Receiver, args: &ChatTailArgs) -> Re
     result
 }
 
-/// Sends `EXIT` and waits (a few seconds at most) for the server to close,
-/// so it sees a clean goodbye rather than a reset.
-fn leave(mut sender: Sender, mut receiver: Receiver) -> anyhow::Result<()> {
-    sender.send(&Request::Exit)?;
-    sender.finish()?;
-    while receiver.recv().is_ok() {}
+/// Sends `EXIT` and waits (a few seconds at most) for the server's
+/// goodbye, so it sees a clean leave rather than a reset.
+fn leave(mut membership: Membership) -> anyhow::Result<()> {
+    membership.leave(LEAVE_PATIENCE);
+    while !matches!(membership.next(None), Ok(News::Left) | Err(_)) {}
     Ok(())
 }

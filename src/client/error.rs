@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::exit_codes as exit;
 use crate::protocol::{ByeReason, Refusal};
@@ -25,6 +26,13 @@ pub enum ClientError {
     Refused(Refusal),
     /// A line from the server that is not the protocol.
     Protocol(crate::protocol::MalformedLine),
+    /// The connection was lost (`why`) and could not be made again within
+    /// the time allowed (`after`); `last` says why the last try failed.
+    GaveUp { why: Box<ClientError>, last: Option<Box<ClientError>>, after: Duration },
+    /// After a resume, whether `unconfirmed` messages sent before the
+    /// connection was lost were taken cannot be known: sending them again
+    /// could double them, not sending could lose them.
+    Unsure { server: String, unconfirmed: usize, why: String },
 }
 
 impl ClientError {
@@ -34,6 +42,7 @@ impl ClientError {
             ClientError::Connect { .. } | ClientError::NotChatd { .. } | ClientError::Full { .. } => exit::CONNECT,
             ClientError::NameRefused { .. } => exit::NAME,
             ClientError::Lost { .. } | ClientError::Bye { .. } | ClientError::Protocol(_) => exit::LOST,
+            ClientError::GaveUp { .. } | ClientError::Unsure { .. } => exit::LOST,
             ClientError::Refused(_) => exit::REFUSED,
         }
     }
@@ -84,6 +93,18 @@ impl fmt::Display for ClientError {
             }
             ClientError::Refused(refusal) => write!(f, "the server refused: {} {}", refusal.code, refusal.text),
             ClientError::Protocol(e) => write!(f, "{e}"),
+            ClientError::GaveUp { why, last, after } => {
+                write!(f, "{why}; gave up reconnecting after {:.1} s", after.as_secs_f64())?;
+                match last {
+                    Some(last) => write!(f, " (last try: {last})"),
+                    None => Ok(()),
+                }
+            }
+            ClientError::Unsure { server, unconfirmed, why } => write!(
+                f,
+                "{server}: {why}, so whether the {unconfirmed} message(s) sent before the connection was lost \
+                 arrived cannot be known; they were not sent again (look at the room, then send what is missing)"
+            ),
         }
     }
 }

@@ -2,18 +2,35 @@
 //! do next), joining, and reading and writing protocol lines. `chat`,
 //! `chat-send` and `chat-tail` all go through here; none of them spells a
 //! protocol line itself.
+//!
+//! - this file: one connection, its two halves, and the join;
+//! - `membership`: a membership that outlives its connections, reconnecting
+//!   and resuming where it was;
+//! - `pending`: the messages said but not yet confirmed, sent again exactly
+//!   once after a lost connection;
+//! - `backoff`: how long to wait between tries, and when to give up;
+//! - `wait`: `poll` on the socket and one more descriptor;
+//! - `render`, `error`: how events and errors are shown.
 
+mod backoff;
 mod error;
+mod membership;
+mod pending;
 mod render;
+mod wait;
 
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+pub use self::backoff::DEFAULT_RETRY_FOR;
 pub use self::error::ClientError;
-pub use self::render::{render, Format};
+pub use self::membership::Settings;
+pub use self::membership::{Event, Membership, News};
+pub use self::render::{json_missed, render, render_event, Format};
+pub use self::wait::Watch;
 use crate::framing::{Frame, LineReader};
-use crate::protocol::{ErrorCode, Request, ServerLine, DEFAULT_PORT};
+use crate::protocol::{ErrorCode, Join, Request, ServerLine, Tags, DEFAULT_PORT};
 
 /// Where the clients look for the server when neither `--server` nor
 /// `CHAT_SERVER` says.
@@ -50,17 +67,46 @@ pub struct Receiver {
     server: String,
 }
 
+/// What a server line or a watched descriptor brought (`Receiver::next`).
+#[derive(Debug)]
+pub enum Arrival {
+    Line(Tags, ServerLine),
+    /// The watched descriptor reported these events.
+    Watched(nix::poll::PollFlags),
+}
+
+/// What the server said of a join it accepted: with tags on (version 2),
+/// where the room was and the token for taking the membership over later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The name as the server stored it.
+    pub name: String,
+    pub epoch: Option<String>,
+    /// The last position of the past: replayed events end with it.
+    pub seq: Option<u64>,
+    pub token: Option<String>,
+}
+
 /// Connects to `server` (`HOST[:PORT]`) and reads its `HELLO`.
 pub fn connect(server: &str) -> Result<(Sender, Receiver), ClientError> {
+    connect_within(server, CONNECT_TIMEOUT)
+}
+
+/// Connects as `connect` does, taking at most about `patience` per address.
+pub fn connect_within(server: &str, patience: Duration) -> Result<(Sender, Receiver), ClientError> {
     let server = with_default_port(server);
     let connect_error = |source: io::Error| ClientError::Connect { server: server.clone(), source };
     let addrs: Vec<SocketAddr> = server.to_socket_addrs().map_err(connect_error)?.collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    let patience = patience.max(Duration::from_millis(10));
     let stream = addrs
         .iter()
-        .find_map(|addr| TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map_err(|e| last = e).ok())
+        .find_map(|addr| TcpStream::connect_timeout(addr, patience).map_err(|e| last = e).ok())
         .ok_or_else(|| connect_error(last))?;
     stream.set_nodelay(true).map_err(connect_error)?;
+    // A server that accepts but never says HELLO, or never answers JOIN, is
+    // reported rather than waited for; `Membership` lifts this once joined.
+    stream.set_read_timeout(Some(patience.max(CONNECT_TIMEOUT))).map_err(connect_error)?;
     let out = BufWriter::with_capacity(64 * 1024, stream.try_clone().map_err(connect_error)?);
     let mut receiver = Receiver { stream, lines: LineReader::unlimited(), server };
     match receiver.recv()? {
@@ -72,21 +118,26 @@ pub fn connect(server: &str) -> Result<(Sender, Receiver), ClientError> {
     }
 }
 
-/// Joins as `name`; returns the name as the server stored it. A refused name
-/// is `ClientError::NameRefused`, and the connection stays usable for
-/// another try.
-pub fn join(sender: &mut Sender, receiver: &mut Receiver, name: &str) -> Result<String, ClientError> {
-    sender.send(&Request::Join(crate::protocol::Join::name(name)))?;
+/// Turns tags on and joins as `join` asks (`LAST`, `SINCE`, `TOKEN`); returns
+/// what the server said of the join. A refused name is
+/// `ClientError::NameRefused`, and the connection stays usable for another
+/// try. What follows `OK JOIN` (`MISSED`, the replay) is left for the caller.
+pub fn join(sender: &mut Sender, receiver: &mut Receiver, join: &Join<'_>) -> Result<Joined, ClientError> {
+    // TAGS again on a second try is harmless: it is answered OK TAGS again.
+    sender.send(&Request::Tags)?;
+    sender.send(&Request::Join(*join))?;
     sender.flush()?;
     loop {
-        match receiver.recv()? {
-            ServerLine::OkJoin(stored) => return Ok(stored),
-            ServerLine::Err(refusal) if matches!(refusal.code, ErrorCode::BadName | ErrorCode::NameTaken) => {
-                return Err(ClientError::NameRefused { name: name.to_owned(), refusal });
+        match receiver.recv_tagged()? {
+            (tags, ServerLine::OkJoin(name)) => {
+                return Ok(Joined { name, epoch: tags.epoch, seq: tags.seq, token: tags.token });
             }
-            ServerLine::Err(refusal) => return Err(ClientError::Refused(refusal)),
-            ServerLine::Bye(reason) => return Err(receiver.bye(reason)),
-            // Nothing else can come before OK JOIN; ignore it if it does.
+            (_, ServerLine::Err(refusal)) if matches!(refusal.code, ErrorCode::BadName | ErrorCode::NameTaken) => {
+                return Err(ClientError::NameRefused { name: join.name.to_owned(), refusal });
+            }
+            (_, ServerLine::Err(refusal)) => return Err(ClientError::Refused(refusal)),
+            (_, ServerLine::Bye(reason)) => return Err(receiver.bye(reason)),
+            // Only OK TAGS can come before OK JOIN; ignore anything else.
             _ => {}
         }
     }
@@ -120,25 +171,55 @@ impl Receiver {
         &self.server
     }
 
-    /// The next line from the server. The end of the connection, or a line
-    /// that is not the protocol, is an error.
+    /// The next line from the server, tags skipped. The end of the
+    /// connection, or a line that is not the protocol, is an error.
     pub fn recv(&mut self) -> Result<ServerLine, ClientError> {
-        loop {
-            let line = match self.lines.next_frame() {
-                Some(Frame::Line(line)) => line,
-                Some(_) => return Err(self.lost("the server sent a line that is not UTF-8")),
-                None => {
-                    match self.lines.read_from(&mut &self.stream) {
-                        Ok(0) => return Err(self.lost("the server closed the connection")),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(self.lost(&e.to_string())),
-                    }
-                    continue;
-                }
-            };
-            return ServerLine::parse(line).map_err(ClientError::Protocol);
+        self.recv_tagged().map(|(_, line)| line)
+    }
+
+    /// The next line from the server, with its tags.
+    pub fn recv_tagged(&mut self) -> Result<(Tags, ServerLine), ClientError> {
+        match self.next(None)? {
+            Arrival::Line(tags, line) => Ok((tags, line)),
+            Arrival::Watched(_) => unreachable!("nothing was watched"),
         }
+    }
+
+    /// The next line from the server or, when `watch` reports one of its
+    /// events first, those events: `chat-tail` learns so that its reader went
+    /// away even in a quiet room.
+    pub fn next(&mut self, watch: Option<Watch<'_>>) -> Result<Arrival, ClientError> {
+        loop {
+            match self.lines.next_frame() {
+                Some(Frame::Line(line)) => {
+                    let (tags, line) = ServerLine::parse_tagged(line).map_err(ClientError::Protocol)?;
+                    return Ok(Arrival::Line(tags, line));
+                }
+                Some(_) => return Err(self.lost("the server sent a line that is not UTF-8")),
+                None => {}
+            }
+            if watch.is_some() {
+                let fired = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, None)
+                    .map_err(|e| self.lost(&e.to_string()))?;
+                if let Some(events) = fired {
+                    return Ok(Arrival::Watched(events));
+                }
+            }
+            match self.lines.read_from(&mut &self.stream) {
+                Ok(0) => return Err(self.lost("the server closed the connection")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(self.lost("the server did not answer in time"))
+                }
+                Err(e) => return Err(self.lost(&e.to_string())),
+            }
+        }
+    }
+
+    /// Bounds how long a read may wait (`None`: for ever).
+    pub fn set_patience(&self, patience: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(patience)
     }
 
     /// The error for a `BYE` the client did not ask for.

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::Event;
 use crate::protocol::{Printable, ServerLine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,7 +23,33 @@ pub fn render(line: &ServerLine, format: Format) -> Option<String> {
     match format {
         Format::Human => human(line),
         Format::Raw => is_event(line).then(|| Printable(&line.to_string()).to_string()),
-        Format::Json => json(line),
+        Format::Json => json(line, &mut |_| {}),
+    }
+}
+
+/// A room event as `render` shows it; in JSON with its position (`"seq"`, a
+/// number) and time (`"time"`, RFC 3339 as the server sent it) too.
+pub fn render_event(event: &Event, format: Format) -> Option<String> {
+    if format != Format::Json {
+        return render(&event.line, format);
+    }
+    json(&event.line, &mut |out| {
+        if let Some(seq) = event.seq {
+            let _ = write!(out, ",\"seq\":{seq}");
+        }
+        if let Some(time) = &event.time {
+            out.push_str(",\"time\":");
+            json_string(out, time);
+        }
+    })
+}
+
+/// `MISSED` as a JSON event: `{"event":"missed","count":N}`, `null` when
+/// nobody can say how many.
+pub fn json_missed(count: Option<u64>) -> String {
+    match count {
+        Some(n) => format!("{{\"event\":\"missed\",\"count\":{n}}}"),
+        None => "{\"event\":\"missed\",\"count\":null}".to_owned(),
     }
 }
 
@@ -44,7 +71,8 @@ fn human(line: &ServerLine) -> Option<String> {
     })
 }
 
-fn json(line: &ServerLine) -> Option<String> {
+/// The JSON object of an event; `more` adds fields before the closing brace.
+fn json(line: &ServerLine, more: &mut dyn FnMut(&mut String)) -> Option<String> {
     let mut out = String::from("{");
     let mut field = |key: &str, value: &str| {
         if out.len() > 1 {
@@ -70,6 +98,7 @@ fn json(line: &ServerLine) -> Option<String> {
         }
         _ => return None,
     }
+    more(&mut out);
     out.push('}');
     Some(out)
 }
@@ -123,6 +152,21 @@ mod tests {
         }
         assert_eq!(render(&ServerLine::Pong(None), Format::Raw), None);
         assert_eq!(render(&ServerLine::Names(vec![]), Format::Json), None);
+    }
+
+    #[test]
+    fn json_events_carry_their_position_and_time() {
+        let event = Event {
+            seq: Some(42),
+            time: Some("2026-11-30T13:40:01.123Z".into()),
+            line: msg("Ana", "hola"),
+            replayed: false,
+        };
+        let want = r#"{"event":"msg","from":"Ana","text":"hola","seq":42,"time":"2026-11-30T13:40:01.123Z"}"#;
+        assert_eq!(render_event(&event, Format::Json).as_deref(), Some(want));
+        assert_eq!(render_event(&event, Format::Human).as_deref(), Some("Ana: hola"));
+        assert_eq!(json_missed(Some(3)), r#"{"event":"missed","count":3}"#);
+        assert_eq!(json_missed(None), r#"{"event":"missed","count":null}"#);
     }
 
     #[test]

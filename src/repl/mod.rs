@@ -6,8 +6,10 @@
 //! - `prompt`: the editor, the name asked for, and what a typed line means;
 //! - `session`: the joined connection and the thread that shows the room;
 //! - `line_history`: the typed lines kept across runs;
+//! - `clock`: an event's time as a person reads it;
 //! - `plain`: the line reader for pipes.
 
+mod clock;
 mod line_history;
 mod plain;
 mod prompt;

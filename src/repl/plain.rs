@@ -2,31 +2,28 @@
 //! the room's events go to standard output, until input ends.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::time::Duration;
 
 use super::prompt::check_message;
-use super::session::Session;
+use super::session::{Look, Session};
 use super::ChatError;
 use crate::cli::ChatArgs;
-use crate::client;
-use crate::protocol::Request;
-
-/// How long the plain mode waits for `BYE exit`, which proves that every
-/// line sent before it was taken.
-const PLAIN_PATIENCE: Duration = Duration::from_secs(10);
+use crate::client::{self, Membership};
+use crate::protocol::{Join, Replay};
 
 /// Sends each line of standard input as a message and prints the room's
-/// events on standard output, until input ends; then leaves and waits for
-/// `BYE exit`, which proves every line was taken.
+/// events on standard output, until input ends; then leaves once the server
+/// confirmed every line, riding out lost connections meanwhile.
 pub(super) fn plain(args: &ChatArgs) -> Result<(), ChatError> {
     let name = args.name.clone().unwrap_or_else(|| client::login_name(""));
-    let (mut sender, mut receiver) = client::connect(&args.server.server)?;
-    client::join(&mut sender, &mut receiver, &name)?;
+    let mut connection = client::connect(&args.server.server)?;
+    let join = Join { name: &name, replay: Replay::Last(args.history.unwrap_or(0)), token: None };
+    let joined = client::join(&mut connection.0, &mut connection.1, &join)?;
+    let membership = Membership::start(connection, joined, None, args.server.settings())?;
     let mut out = io::stdout();
     let mut open = true;
     // With standard output closed (`chat | head -1`) the input is still sent.
     let show = move |text: String| open = open && writeln!(out, "{text}").is_ok();
-    let mut session = Session::start(sender, receiver, show, None);
+    let session = Session::start(membership, show, Look { timed: false }, None).map_err(ChatError::Input)?;
     let mut input = BufReader::new(io::stdin().lock());
     let mut line = Vec::new();
     for number in 1.. {
@@ -44,15 +41,10 @@ pub(super) fn plain(args: &ChatArgs) -> Result<(), ChatError> {
             Err(_) => eprintln!("chat: line {number} not sent: it is not UTF-8"),
             Ok(text) if text.trim().is_empty() => {}
             Ok(text) => match check_message(text) {
-                Ok(()) => session.send(&Request::Msg(text))?,
+                Ok(()) => session.say(text),
                 Err(why) => eprintln!("chat: line {number} not sent: {why}"),
             },
         }
-        // Out as soon as nothing more is waiting, so a slow input (a pipe
-        // from a person, a log) is sent line by line.
-        if input.buffer().is_empty() {
-            session.flush()?;
-        }
     }
-    Ok(session.leave(PLAIN_PATIENCE)?)
+    Ok(session.leave(None)?)
 }

@@ -9,15 +9,18 @@ use rustyline::error::ReadlineError;
 use rustyline::{Config, DefaultEditor, ExternalPrinter as _};
 
 use super::line_history::History;
-use super::session::Session;
+use super::session::{Look, Session};
 use super::ChatError;
 use crate::cli::ChatArgs;
-use crate::client::{self, ClientError, Receiver, Sender};
-use crate::protocol::{self, ByeReason, ErrorCode, Printable, Request};
+use crate::client::{self, ClientError, Joined, Membership, Receiver, Sender};
+use crate::protocol::{self, ByeReason, ErrorCode, Join, Printable, Replay};
 
 /// How long `/quit` waits for `BYE exit`: only so that what the server said
 /// before it is shown; the person wants to be gone.
 const QUIT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The room's events shown on joining, unless `--history` says otherwise.
+const DEFAULT_HISTORY: u64 = 20;
 
 /// Lines of history kept.
 const HISTORY_SIZE: usize = 1000;
@@ -33,37 +36,41 @@ Ctrl-C clears the line; Up and Down go through earlier lines.
 
 /// Joins, then reads and sends lines until `/quit` or Ctrl-D.
 pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
-    // Taken before the editor changes anything, so that the reader thread can
-    // put the terminal back if the server goes away in the middle of a prompt.
+    // Taken before the editor changes anything, so that the connection's
+    // thread can put the terminal back if it ends the process mid-prompt.
     let terminal = termios::tcgetattr(io::stdin()).ok();
     let mut editor = DefaultEditor::with_config(Config::builder().max_history_size(HISTORY_SIZE)?.build())?;
     let server = &args.server.server;
+    let history_events = args.history.unwrap_or(DEFAULT_HISTORY);
     let mut connection = client::connect(server)?;
-    let name = match &args.name {
-        Some(name) => client::join(&mut connection.0, &mut connection.1, name)?,
-        None => match ask_name(&mut editor, &mut connection, server)? {
-            Some(name) => name,
+    let joined = match &args.name {
+        Some(name) => client::join(&mut connection.0, &mut connection.1, &joining(name, history_events))?,
+        None => match ask_name(&mut editor, &mut connection, server, history_events)? {
+            Some(joined) => joined,
             None => {
                 let _ = connection.0.finish();
                 return Ok(());
             }
         },
     };
+    let name = joined.name.clone();
     let mut history = History::open(&mut editor);
     let mut printer = editor.create_external_printer()?;
-    let (sender, receiver) = connection;
-    println!("* you are {} on {}; /help lists the commands", Printable(&name), receiver.server());
+    println!("* you are {} on {}; /help lists the commands", Printable(&name), connection.1.server());
+    let membership = Membership::start(connection, joined, None, args.server.settings())?;
     // The printer shows a line above the prompt and redraws the line being typed.
     let show = move |text: String| {
         let _ = printer.print(format!("{text}\n"));
     };
-    let mut session = Session::start(sender, receiver, show, terminal);
-    let result = converse(&mut editor, &mut session, &name, &mut history);
-    // A connection that broke cannot say EXIT.
-    if !matches!(result, Err(ChatError::Client(_))) {
-        let _ = session.leave(QUIT_PATIENCE);
-    }
+    let session = Session::start(membership, show, Look { timed: true }, terminal).map_err(ChatError::Input)?;
+    let result = converse(&mut editor, &session, &name, &mut history);
+    let _ = session.leave(Some(QUIT_PATIENCE));
     result
+}
+
+/// The join `chat` asks for: with the room's last `history` events.
+fn joining(name: &str, history: u64) -> Join<'_> {
+    Join { name, replay: Replay::Last(history), token: None }
 }
 
 /// Asks for a name until the server takes one, on the same connection;
@@ -72,7 +79,8 @@ fn ask_name(
     editor: &mut DefaultEditor,
     connection: &mut (Sender, Receiver),
     server: &str,
-) -> Result<Option<String>, ChatError> {
+    history: u64,
+) -> Result<Option<Joined>, ChatError> {
     loop {
         let typed = match editor.readline("name: ") {
             Ok(typed) => typed,
@@ -84,34 +92,29 @@ fn ask_name(
         if typed.is_empty() {
             continue;
         }
-        match join_patiently(connection, server, typed) {
-            Ok(name) => return Ok(Some(name)),
+        match join_patiently(connection, server, &joining(typed, history)) {
+            Ok(joined) => return Ok(Some(joined)),
             Err(ClientError::NameRefused { refusal, .. }) => println!("{}", Printable(&refusal.text)),
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Joins as `name`. The server drops a connection that has not joined within
-/// its join timeout (60 s by default), and a person may take longer than
-/// that to choose a name: a connection that timed out is replaced once.
-fn join_patiently(connection: &mut (Sender, Receiver), server: &str, name: &str) -> Result<String, ClientError> {
-    match client::join(&mut connection.0, &mut connection.1, name) {
+/// Joins as `join` asks. The server drops a connection that has not joined
+/// within its join timeout (60 s by default), and a person may take longer
+/// than that to choose a name: a connection that timed out is replaced once.
+fn join_patiently(connection: &mut (Sender, Receiver), server: &str, join: &Join<'_>) -> Result<Joined, ClientError> {
+    match client::join(&mut connection.0, &mut connection.1, join) {
         Err(ClientError::Refused(refusal)) if refusal.code == ErrorCode::Timeout => {}
         Err(ClientError::Bye { reason: ByeReason::Timeout, .. }) => {}
         result => return result,
     }
     *connection = client::connect(server)?;
-    client::join(&mut connection.0, &mut connection.1, name)
+    client::join(&mut connection.0, &mut connection.1, join)
 }
 
 /// Reads lines and acts on them until `/quit` or Ctrl-D.
-fn converse(
-    editor: &mut DefaultEditor,
-    session: &mut Session,
-    name: &str,
-    history: &mut History,
-) -> Result<(), ChatError> {
+fn converse(editor: &mut DefaultEditor, session: &Session, name: &str, history: &mut History) -> Result<(), ChatError> {
     let prompt = format!("{name}> ");
     loop {
         let typed = match editor.readline(&prompt) {
@@ -132,10 +135,10 @@ fn converse(
             match input {
                 Input::Blank => {}
                 Input::Say(text) => match check_message(text) {
-                    Ok(()) => session.say(&Request::Msg(text))?,
+                    Ok(()) => session.say(text),
                     Err(why) => println!("not sent: {why}"),
                 },
-                Input::Who => session.say(&Request::Names)?,
+                Input::Who => session.names(),
                 Input::Quit => return Ok(()),
                 Input::Help => print!("{HELP}"),
                 Input::Unknown(command) => println!(

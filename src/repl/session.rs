@@ -1,119 +1,193 @@
-//! The connection once joined: the sending half for the thread that reads
-//! what the person types, and a reader thread that shows what the server
-//! says. When the server goes away, the reader thread ends the process
-//! itself, because rustyline's `readline` cannot be interrupted from another
-//! thread.
+//! The connection once joined, in a thread of its own: it shows what the
+//! room says, sends what the person's thread asks it to, and rides out a
+//! lost connection (it says so, reconnects, resumes, and says what was
+//! missed). Lines typed meanwhile wait and go out once, in order.
+//!
+//! The person's thread is inside rustyline's `readline`, which cannot be
+//! interrupted: so when the connection is gone for good, this thread puts
+//! the terminal back and ends the process itself.
 
-use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::io::{self, Read as _, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use jiff::tz::TimeZone;
 use nix::sys::termios::{self, SetArg, Termios};
 
-use crate::client::{render, ClientError, Format, Receiver, Sender};
-use crate::protocol::{ByeReason, Request, ServerLine};
+use crate::client::{render, ClientError, Event, Format, Membership, News, Watch};
 
-/// How long a failed send waits for the reader thread to report why the
-/// connection ended (it knows better: `BYE shutdown` rather than "broken pipe").
-const VERDICT_PATIENCE: Duration = Duration::from_secs(2);
+/// Most messages waiting to be confirmed before typed lines wait in turn.
+const MAX_UNCONFIRMED: usize = 8192;
 
-/// A joined connection: the sending half for this thread, and a reader
-/// thread that shows what the server says.
+/// What the person's thread asks of the connection's.
+enum Ask {
+    Say(String),
+    Names,
+    /// Leave once every message said is confirmed.
+    Quit(Duration),
+}
+
+/// The person's end of a session.
 pub(super) struct Session {
-    sender: Sender,
-    server: String,
-    /// Set before `EXIT`: from then on the end of the connection is expected.
-    leaving: Arc<AtomicBool>,
-    /// How the reader thread ended, when it ended as expected.
+    asks: mpsc::SyncSender<Ask>,
+    /// One byte per ask wakes the connection's thread from its `poll`.
+    wake: UnixStream,
+    /// How the connection's thread ended, when it ended as asked.
     ended: mpsc::Receiver<Result<(), ClientError>>,
 }
 
+/// How events are shown.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Look {
+    /// Each event with its local time before it.
+    pub timed: bool,
+}
+
 impl Session {
-    /// Starts the reader thread, which passes each event to `show`.
-    /// `terminal` is the terminal's state to put back if the connection ends
-    /// without our asking.
+    /// Starts the connection's thread, which passes each line to show to
+    /// `show`. `terminal` is the terminal's state to put back if the
+    /// connection ends for good.
     pub(super) fn start(
-        sender: Sender,
-        mut receiver: Receiver,
-        mut show: impl FnMut(String) + Send + 'static,
+        membership: Membership,
+        show: impl FnMut(String) + Send + 'static,
+        look: Look,
         terminal: Option<Termios>,
-    ) -> Session {
-        let server = receiver.server().to_owned();
-        let leaving = Arc::new(AtomicBool::new(false));
+    ) -> io::Result<Session> {
+        let (wake, woken) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        let (asks, asked) = mpsc::sync_channel(256);
         let (report, ended) = mpsc::channel();
-        let expected = Arc::clone(&leaving);
         thread::spawn(move || {
-            let end = listen(&mut receiver, &mut show);
-            match end {
-                Err(e) if !expected.load(Ordering::SeqCst) => quit_lost(&e, terminal.as_ref()),
+            let mut connection = Connection { membership, asked, woken, show, look, zone: TimeZone::system() };
+            match connection.run() {
+                Err(e) if !connection.membership.is_leaving() => quit_lost(&e, terminal.as_ref()),
                 end => drop(report.send(end)),
             }
         });
-        Session { sender, server, leaving, ended }
+        Ok(Session { asks, wake, ended })
     }
 
-    /// Sends a request at once.
-    pub(super) fn say(&mut self, request: &Request<'_>) -> Result<(), ClientError> {
-        self.send(request)?;
-        self.flush()
+    /// Sends a message (once reconnected, if the connection is down).
+    pub(super) fn say(&self, text: &str) {
+        self.ask(Ask::Say(text.to_owned()));
     }
 
-    /// Queues a request; it goes out at `flush`.
-    pub(super) fn send(&mut self, request: &Request<'_>) -> Result<(), ClientError> {
-        self.sender.send(request).map_err(|e| self.broken(e))
+    /// Asks who is in the room.
+    pub(super) fn names(&self) {
+        self.ask(Ask::Names);
     }
 
-    pub(super) fn flush(&mut self) -> Result<(), ClientError> {
-        self.sender.flush().map_err(|e| self.broken(e))
+    fn ask(&self, ask: Ask) {
+        // The thread is gone only when the process is ending.
+        if self.asks.send(ask).is_ok() {
+            // A full socket means a wake-up is pending already.
+            let _ = (&self.wake).write(b"!");
+        }
     }
 
-    /// The connection broke under a send. The reader thread sees that too,
-    /// and ends the process with a better reason; this is for in case it
-    /// does not.
-    fn broken(&self, e: io::Error) -> ClientError {
-        let _ = self.ended.recv_timeout(VERDICT_PATIENCE);
-        ClientError::Lost { server: self.server.clone(), detail: e.to_string() }
-    }
-
-    /// Says `EXIT` and waits up to `patience` for `BYE exit`, while the
-    /// events before it are shown.
-    pub(super) fn leave(mut self, patience: Duration) -> Result<(), ClientError> {
-        self.leaving.store(true, Ordering::SeqCst);
-        // If EXIT cannot go out, the reader thread sees the end of the
-        // connection, and tells why.
-        let _ = self.sender.send(&Request::Exit).and_then(|()| self.sender.flush());
-        self.ended.recv_timeout(patience).unwrap_or_else(|_| {
-            Err(ClientError::Lost { server: self.server, detail: "the server did not answer EXIT".into() })
-        })
-    }
-}
-
-/// Shows the room's events until the server says `BYE exit`; any other end
-/// is an error.
-fn listen(receiver: &mut Receiver, show: &mut impl FnMut(String)) -> Result<(), ClientError> {
-    loop {
-        match receiver.recv() {
-            Ok(ServerLine::Bye(ByeReason::Exit)) => return Ok(()),
-            Ok(ServerLine::Bye(reason)) => return Err(receiver.bye(reason)),
-            Ok(line) => {
-                if let Some(text) = render(&line, Format::Human) {
-                    show(text);
-                }
-            }
-            // A line this client does not know may be a later extension of
-            // the protocol, which a client may ignore.
-            Err(ClientError::Protocol(_)) => {}
-            Err(e) => return Err(e),
+    /// Leaves once every message said is confirmed: says `EXIT` and waits
+    /// for `BYE exit`, while the events before it are shown; `None` waits
+    /// as long as that takes, `Some` at most that long.
+    pub(super) fn leave(self, patience: Option<Duration>) -> Result<(), ClientError> {
+        self.ask(Ask::Quit(patience.unwrap_or(Duration::from_secs(10))));
+        let gone = || ClientError::Lost { server: String::new(), detail: "the server did not answer EXIT".into() };
+        match patience {
+            Some(patience) => self.ended.recv_timeout(patience).unwrap_or_else(|_| Err(gone())),
+            None => self.ended.recv().unwrap_or_else(|_| Err(gone())),
         }
     }
 }
 
-/// Ends the process for a connection that ended without our asking, from
-/// the reader thread, while the main thread may be inside `readline`: so the
-/// terminal is put back first, as the editor would have on return. History
-/// is saved line by line, so nothing is lost.
+/// The connection's thread.
+struct Connection<F> {
+    membership: Membership,
+    asked: mpsc::Receiver<Ask>,
+    woken: UnixStream,
+    show: F,
+    look: Look,
+    zone: TimeZone,
+}
+
+impl<F: FnMut(String)> Connection<F> {
+    /// Shows the room and sends what is asked until `BYE exit` after a
+    /// quit; any other end is an error.
+    fn run(&mut self) -> Result<(), ClientError> {
+        let (mut said, mut quit, mut history, mut missed) = (0, None, 0, None);
+        loop {
+            if let Some(patience) = quit.filter(|_| self.membership.all_confirmed()) {
+                self.membership.leave(patience);
+                quit = None;
+            }
+            let room = self.membership.unconfirmed() < MAX_UNCONFIRMED && !self.membership.is_leaving();
+            let watch = room.then(|| Watch::readable(self.woken.as_fd()));
+            match self.membership.next(watch)? {
+                News::Watched(_) => {
+                    let _ = (&self.woken).read(&mut [0; 512]);
+                    for ask in self.asked.try_iter().take(256) {
+                        match ask {
+                            Ask::Say(text) => {
+                                said += 1;
+                                self.membership.say(&text, said);
+                            }
+                            Ask::Names => self.membership.names(),
+                            Ask::Quit(patience) => quit = Some(patience),
+                        }
+                    }
+                    // A PING after the lines typed: its PONG confirms them.
+                    self.membership.checkpoint();
+                    self.membership.flush();
+                }
+                News::Event(event) => {
+                    history += usize::from(event.replayed);
+                    if let Some(text) = self.shown(&event) {
+                        (self.show)(text);
+                    }
+                }
+                News::Live if history > 0 => (self.show)("-- live --".into()),
+                News::Lost(_) => (self.show)("* connection lost; reconnecting…".into()),
+                News::Missed { count, .. } => missed = Some(count),
+                News::Resumed { .. } => (self.show)(reconnected(missed.take())),
+                News::Reply(line) => {
+                    if let Some(text) = render(&line, Format::Human) {
+                        (self.show)(text);
+                    }
+                }
+                News::Left => return Ok(()),
+                News::Live | News::Confirmed => {}
+            }
+        }
+    }
+
+    /// An event as the person sees it.
+    fn shown(&self, event: &Event) -> Option<String> {
+        let text = render(&event.line, Format::Human)?;
+        let time = event.time.as_deref().filter(|_| self.look.timed);
+        match time.and_then(|t| super::clock::shown_time(t, &self.zone, jiff::Timestamp::now())) {
+            Some(time) => Some(format!("{time} {text}")),
+            None => Some(text),
+        }
+    }
+}
+
+/// What a resume says: whether anything was missed meanwhile.
+fn reconnected(missed: Option<Option<u64>>) -> String {
+    match missed {
+        None => "* reconnected, nothing missed".into(),
+        Some(Some(n)) => format!("* reconnected; {n} events missed (the server no longer keeps them)"),
+        Some(None) => {
+            "* reconnected; the server's history was started anew, so some events may have been missed".into()
+        }
+    }
+}
+
+/// Ends the process for a connection that ended for good, from this thread,
+/// while the person's thread may be inside `readline`: so the terminal is
+/// put back first, as the editor would have on return. History is saved
+/// line by line, so nothing is lost.
 fn quit_lost(err: &ClientError, terminal: Option<&Termios>) -> ! {
     if let Some(saved) = terminal {
         let _ = termios::tcsetattr(io::stdin(), SetArg::TCSANOW, saved);
@@ -123,4 +197,16 @@ fn quit_lost(err: &ClientError, terminal: Option<&Termios>) -> ! {
     }
     eprintln!("chat: {err}");
     std::process::exit(err.exit_code().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_says_what_was_missed() {
+        assert_eq!(reconnected(None), "* reconnected, nothing missed");
+        assert!(reconnected(Some(Some(3))).starts_with("* reconnected; 3 events missed"));
+        assert!(reconnected(Some(None)).contains("may have been missed"));
+    }
 }
