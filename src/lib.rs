@@ -11,4 +11,5 @@ pub mod repl;
 pub mod room;
 pub mod send;
 pub mod server;
+pub mod store;
 pub mod tail;
