@@ -352,3 +352,6 @@ fn new_history(dir: &Path) -> anyhow::Result<(Vec<Segment>, String)> {
     let (file, _) = segment::create(dir, 1, 0).map_err(|e| lock::unwritable(dir, &e))?;
     Ok((vec![Segment::new(Arc::new(file), 1)], epoch))
 }
+
+#[cfg(test)]
+mod tests;
