@@ -600,3 +600,47 @@ fn start_up_with_a_million_events() {
     println!("read back in {:?}", started.elapsed());
     assert_eq!(events.len(), 1_000_000);
 }
+
+/// Appends under `SyncPolicy::Always` while two threads make them durable:
+/// `cargo test --release --lib store::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput_under_always_with_group_commit() {
+    let tmp = TempDir::new("throughput");
+    let (store, _, _) = open(Options { sync: SyncPolicy::Always, ..Options::new(tmp.data()) });
+    let line = b"MSG somebody a line of about sixty bytes, as chat goes: 000\n";
+    let (events, last, syncs) = (300_000u64, AtomicU64::new(0), AtomicU64::new(0));
+    let started = Instant::now();
+    thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while last.load(Ordering::SeqCst) < events {
+                    let upto = last.load(Ordering::SeqCst);
+                    if upto > 0 && store.durable() <= upto {
+                        store.make_durable(upto).unwrap();
+                        syncs.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        for seq in 1..=events {
+            store.append(&event(seq, line), false).unwrap();
+            last.store(seq, Ordering::SeqCst);
+        }
+    });
+    store.make_durable(events).unwrap();
+    let elapsed = started.elapsed();
+    println!(
+        "{events} events appended and fdatasynced in {elapsed:?} ({:.0} events/s), {} make_durable calls that waited",
+        events as f64 / elapsed.as_secs_f64(),
+        syncs.load(Ordering::SeqCst)
+    );
+    let (started, mut one_by_one) = (Instant::now(), 0);
+    while started.elapsed() < Duration::from_secs(2) {
+        let seq = events + one_by_one + 1;
+        store.append(&event(seq, line), false).unwrap();
+        store.make_durable(seq).unwrap();
+        one_by_one += 1;
+    }
+    println!("one append and one fdatasync at a time: {:.0} events/s", one_by_one as f64 / 2.0);
+}
