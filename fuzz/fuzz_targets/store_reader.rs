@@ -24,13 +24,24 @@ use minichat::store::{scan_segment, scan_segment_with, Event, Options, Store, St
 
 const SEGMENT: &str = "00000000000000000001.log";
 
+const DIR_PREFIX: &str = "minichat-fuzz-store-";
+
 /// The data directory, on tmpfs where there is one: fsync is free there.
+/// libFuzzer ends the process with exit(), so no destructor removes it:
+/// the directories of processes that are gone are removed here instead.
 fn data_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = PathBuf::from("/dev/shm");
         let base = if shm.is_dir() { shm } else { std::env::temp_dir() };
-        base.join(format!("minichat-fuzz-store-{}", std::process::id()))
+        for entry in fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        base.join(format!("{DIR_PREFIX}{}", std::process::id()))
     })
 }
 
