@@ -38,7 +38,15 @@ pub(super) fn open(config: &Config, members: usize) -> anyhow::Result<Opened> {
     let (store, recovery) = Store::open(options, |event| present.see(event.line))?;
     let new = if recovery.new_epoch { "new epoch" } else { "epoch" };
     let place = format!("in {} ({new} {}; keeping the last {})", config.dir.display(), store.epoch(), config.keep);
-    let warnings = recovery.cut.into_iter().map(|cut| format!("the history was repaired: {cut}")).collect();
+    let mut warnings: Vec<String> =
+        recovery.cut.into_iter().map(|cut| format!("the history was repaired: {cut}")).collect();
+    if recovery.renamed_after_crash {
+        warnings.push(format!(
+            "the computer stopped while chatd was running (a power cut?): the last second of the history may be \
+             lost, so it goes on under a new epoch, {}; resuming clients are told MISSED ?",
+            store.epoch()
+        ));
+    }
     let history = std::sync::Arc::new(Disk { store, last_complaint: Mutex::new(None) });
     Ok(Opened { history, present: present.names(), place: Some(place), warnings })
 }

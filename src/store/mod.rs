@@ -52,6 +52,7 @@
 //! everything pending to the OS in one write, and fdatasyncs it. How the
 //! locks keep appends from ever waiting for a disk flush is in `log.rs`.
 
+mod boot;
 mod epoch;
 mod lock;
 mod log;
@@ -145,6 +146,10 @@ pub struct Recovery {
     pub cut: Option<String>,
     /// The directory held no history: a new one was started.
     pub new_epoch: bool,
+    /// The machine stopped while the store was open (a power cut): the
+    /// history was kept, but under a new epoch, since its last second may
+    /// be lost (see `boot`).
+    pub renamed_after_crash: bool,
 }
 
 /// Why an event was not appended.
@@ -223,7 +228,13 @@ impl Store {
         let dir_lock = DirLock::take(&dir)?;
         let found = recover::recover(&dir, opts.keep, &mut each)?;
         let new_epoch = found.segments.is_empty();
-        let (segments, epoch) = if new_epoch { new_history(&dir)? } else { (found.segments, epoch::read(&dir)?) };
+        let (segments, mut epoch) = if new_epoch { new_history(&dir)? } else { (found.segments, epoch::read(&dir)?) };
+        let unclean = |e: io::Error| anyhow::anyhow!("cannot read {}: {e}", dir.join("running").display());
+        let renamed_after_crash = !new_epoch && boot::machine_stopped_while_open(&dir).map_err(unclean)?;
+        if renamed_after_crash {
+            epoch = epoch::make(&dir)?;
+        }
+        boot::mark_open(&dir).map_err(|e| lock::unwritable(&dir, &e))?;
         let dir_file = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
         // The epoch, a new segment, the files recovery removed: all on disk
         // before anything is appended.
@@ -240,7 +251,7 @@ impl Store {
             .spawn(move || for_thread.run_sync_thread())
             .context("starting the store's sync thread")?;
         let store = Store { log, dir, epoch, sync_thread: Mutex::new(Some(sync_thread)), _lock: dir_lock };
-        Ok((store, Recovery { events, cut: found.cut, new_epoch }))
+        Ok((store, Recovery { events, cut: found.cut, new_epoch, renamed_after_crash }))
     }
 
     /// The history's name.
@@ -336,7 +347,8 @@ impl Store {
             let _ = thread.join();
         }
         self.log.write(None)?;
-        self.log.sync(None)
+        self.log.sync(None)?;
+        boot::mark_closed(&self.dir)
     }
 }
 

@@ -91,7 +91,7 @@ fn a_store_and_its_readers_can_be_shared_between_threads() {
 fn appended_events_come_back_after_reopening_in_the_same_epoch() {
     let tmp = TempDir::new("reopen");
     let (store, recovery, seen) = open(options(&tmp.data()));
-    assert_eq!(recovery, Recovery { events: 0, cut: None, new_epoch: true });
+    assert_eq!(recovery, Recovery { events: 0, cut: None, new_epoch: true, renamed_after_crash: false });
     assert!(seen.is_empty());
     assert_eq!((store.last_seq(), store.last_time_ms(), store.first_kept()), (0, 0, 1));
     let epoch = store.epoch().to_owned();
@@ -100,7 +100,7 @@ fn appended_events_come_back_after_reopening_in_the_same_epoch() {
     drop(store);
 
     let (store, recovery, seen) = open(options(&tmp.data()));
-    assert_eq!(recovery, Recovery { events: 300, cut: None, new_epoch: false });
+    assert_eq!(recovery, Recovery { events: 300, cut: None, new_epoch: false, renamed_after_crash: false });
     assert_eq!(seen, (1..=300).collect::<Vec<_>>());
     assert_eq!((store.epoch(), store.last_seq(), store.last_time_ms()), (&*epoch, 300, event(300, &[]).time_ms));
     assert_eq!(store.durable(), 301);
@@ -126,6 +126,33 @@ fn the_directory_is_private_and_holds_lock_epoch_and_segments() {
     let bytes = fs::read(tmp.data().join("00000000000000000001.log")).unwrap();
     assert_eq!(bytes.len(), 8 + 2 * 24 + line(1).len() + line(2).len());
     assert!(bytes.starts_with(b"MCHATLG1"));
+}
+
+#[test]
+fn a_store_left_open_by_a_stopped_machine_gets_a_new_epoch_and_keeps_its_events() {
+    let tmp = TempDir::new("boot");
+    let (store, _, _) = open(options(&tmp.data()));
+    let first = store.epoch().to_owned();
+    append_range(&store, 1, 10);
+    store.make_durable(10).unwrap();
+    let running = fs::read_to_string(tmp.data().join("running")).unwrap();
+    assert!(!running.trim().is_empty(), "the boot id is noted while open");
+    drop(store);
+    assert!(!tmp.data().join("running").exists(), "a clean close removes the note");
+
+    // As chatd's kill -9 leaves it: the note, with this boot's id.
+    fs::write(tmp.data().join("running"), &running).unwrap();
+    let (store, recovery, _) = open(options(&tmp.data()));
+    assert_eq!((store.epoch(), recovery.renamed_after_crash), (&*first, false));
+    drop(store);
+
+    // As a power cut leaves it: the note, with an earlier boot's id.
+    fs::write(tmp.data().join("running"), "an-earlier-boot\n").unwrap();
+    let (store, recovery, seen) = open(options(&tmp.data()));
+    assert!(recovery.renamed_after_crash);
+    assert_ne!(store.epoch(), first, "positions of a history that may have lost events need a new epoch");
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+    check_events(&read_all(&store, 1, 10, 100), 1, 10);
 }
 
 #[test]
