@@ -10,6 +10,18 @@ use std::thread;
 use crate::util::tmux::{has_line, last_line, quote, Tmux};
 use crate::util::{bin, Chatd, TempDir, PATIENCE};
 
+/// Whether a line of `screen` is `text` after a local time, `HH:MM `.
+fn has_timed_line(screen: &str, text: &str) -> bool {
+    screen.lines().any(|line| {
+        let (time, rest) = line.split_at_checked(6).unwrap_or(("", ""));
+        let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+        time.len() == 6
+            && time.ends_with(' ')
+            && time[..5].split_once(':').is_some_and(|(h, m)| digits(h) && digits(m))
+            && rest.trim_end() == text
+    })
+}
+
 /// The shell command that runs `chat` against `chatd` with its state in
 /// `state`, then shows its exit status as `EXITED:<status>`.
 fn chat_command(chatd: &Chatd, state: &Path, args: &str) -> String {
@@ -46,7 +58,7 @@ fn a_name_typed_at_the_prompt_joins_and_messages_go_both_ways() {
     ana.type_line("hola Bob");
     bob.expect("MSG Ana hola Bob");
     bob.send("MSG hola Ana");
-    ana.wait_for_line("Bob: hola Ana");
+    ana.wait_for("Bob's message with its time", |screen| has_timed_line(screen, "Bob: hola Ana"));
 }
 
 #[test]
@@ -63,7 +75,7 @@ fn a_message_arrives_above_the_line_being_typed_without_breaking_it() {
     ana.wait_for_line("Ana> hello wor");
     bob.send("MSG are you there?");
     ana.wait_for("Bob's message above the half-typed line", |screen| {
-        has_line(screen, "Bob: are you there?") && last_line(screen) == "Ana> hello wor"
+        has_timed_line(screen, "Bob: are you there?") && last_line(screen) == "Ana> hello wor"
     });
     ana.type_line("ld");
     bob.expect("MSG Ana hello world");
@@ -175,7 +187,7 @@ fn a_line_the_server_would_refuse_is_refused_before_sending() {
 }
 
 #[test]
-fn a_server_shutdown_ends_chat_with_status_5_and_a_usable_terminal() {
+fn a_server_that_never_comes_back_ends_chat_with_status_5_and_a_usable_terminal() {
     if !Tmux::available() {
         return;
     }
@@ -183,17 +195,72 @@ fn a_server_shutdown_ends_chat_with_status_5_and_a_usable_terminal() {
     let state = TempDir::new("chat");
     // After chat, the shell reads a line: that works only if the terminal
     // echoes again and ends lines at Enter.
-    let command = chat_command(&chatd, state.path(), "--name Ana") + "; read line; echo GOT:$line";
+    let command = chat_command(&chatd, state.path(), "--name Ana --retry-for 1s") + "; read line; echo GOT:$line";
     let ana = Tmux::start(&command);
     ana.wait_for_line("Ana>");
     ana.type_text("half typed");
     ana.wait_for_line("Ana> half typed");
     chatd.signal(nix::sys::signal::Signal::SIGTERM);
+    ana.wait_for_line("* connection lost; reconnecting…");
     let screen = ana.wait_for_line("EXITED:5");
-    assert!(screen.contains("the server shut down"), "{screen}");
+    assert!(screen.contains("the server shut down; gave up reconnecting after 1.0 s"), "{screen}");
     ana.type_line("still works");
     ana.wait_for_line("GOT:still works");
     assert!(has_line(&ana.screen(), "still works"), "the typed line was not echoed:\n{}", ana.screen());
+}
+
+#[test]
+fn joining_shows_the_rooms_last_events_with_their_times_then_what_is_live() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    for text in ["one", "two", "three"] {
+        bob.send(&format!("MSG {text}"));
+    }
+    bob.sync();
+    let state = TempDir::new("chat");
+    let ana = Tmux::start(&chat_command(&chatd, state.path(), "--name Ana --history 2"));
+    bob.expect("JOINED Ana");
+    ana.wait_for_line("-- live --");
+    bob.send("MSG four");
+    let screen = ana.wait_for("the live message", |screen| has_timed_line(screen, "Bob: four"));
+    let rows: Vec<&str> = screen.lines().filter(|l| l.contains("Bob: ") || *l == "-- live --").collect();
+    let texts: Vec<&str> = rows.iter().map(|l| l.split_once(' ').map_or(*l, |(_, t)| t)).collect();
+    assert_eq!(texts, ["Bob: two", "Bob: three", "live --", "Bob: four"], "{screen}");
+    assert!(rows.iter().filter(|l| l.contains("Bob: ")).all(|l| has_timed_line(l, l.split_at(6).1)), "{screen}");
+}
+
+#[test]
+fn chat_rides_out_a_chatd_restart_and_sends_what_was_typed_meanwhile_once() {
+    if !Tmux::available() {
+        return;
+    }
+    let data = TempDir::new("chatd-data");
+    let mut chatd = Chatd::start_in(data.path(), &[]);
+    let addr = chatd.addr.to_string();
+    let state = TempDir::new("chat");
+    let ana = Tmux::start(&chat_command(&chatd, state.path(), "--name Ana"));
+    ana.wait_for_line("Ana>");
+    ana.type_line("before");
+    let mut bob = chatd.join("Bob");
+    chatd.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(chatd.wait().success());
+    drop(bob);
+    ana.wait_for_line("* connection lost; reconnecting…");
+    ana.type_line("first while away");
+    ana.type_line("second while away");
+    ana.wait_for_line("Ana> second while away");
+    let chatd = Chatd::start_in(data.path(), &["--bind", &addr]);
+    ana.wait_for_line("* reconnected, nothing missed");
+    bob = chatd.connect();
+    bob.send("JOIN Bob LAST 50");
+    bob.expect("OK JOIN Bob");
+    let said: Vec<String> = bob.sync().into_iter().filter(|l| l.starts_with("MSG Ana ")).collect();
+    assert_eq!(said, ["MSG Ana before", "MSG Ana first while away", "MSG Ana second while away"]);
+    bob.send("MSG welcome back");
+    ana.wait_for("Bob's message after the restart", |screen| has_timed_line(screen, "Bob: welcome back"));
 }
 
 #[test]

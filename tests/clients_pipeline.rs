@@ -126,21 +126,28 @@ fn a_taken_name_is_a_clear_error_with_its_own_status() {
 }
 
 #[test]
-fn chat_send_reports_a_server_that_dies_mid_stream() {
+fn chat_send_gives_up_with_status_5_when_the_server_never_comes_back() {
     let chatd = Chatd::start(&[]);
     let mut watcher = chatd.join("watcher");
-    let mut child =
-        tool(&chatd, "chat-send").args(["-n", "bot"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = tool(&chatd, "chat-send")
+        .args(["-n", "bot", "--retry-for", "1s"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut input = child.stdin.take().unwrap();
     input.write_all(b"before\n").unwrap();
     input.flush().unwrap();
     watcher.expect("JOINED bot");
+    // chat-send is past its join once its first line is in.
+    watcher.expect("MSG bot before");
     drop(chatd);
     let _ = input.write_all(b"after\n");
     drop(input);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("gave up reconnecting after 1.0 s"), "{}", stderr(&out));
 }
 
 #[test]
@@ -156,7 +163,9 @@ fn chat_tail_prints_human_raw_and_json_forms() {
     let text = |child: std::process::Child| String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(text(human), "* raw joined\n* json joined\n* Ana joined\nAna: dice \"hola\"\n");
     assert_eq!(text(raw), "JOINED json\nJOINED Ana\nMSG Ana dice \"hola\"\n");
-    assert_eq!(text(json), "{\"event\":\"msg\",\"from\":\"Ana\",\"text\":\"dice \\\"hola\\\"\"}\n");
+    let json = text(json);
+    let want = "{\"event\":\"msg\",\"from\":\"Ana\",\"text\":\"dice \\\"hola\\\"\",\"seq\":";
+    assert!(json.starts_with(want) && json.ends_with("Z\"}\n"), "{json}");
 }
 
 #[test]
@@ -202,10 +211,10 @@ fn chat_tail_into_head_ends_quietly_with_status_0() {
 }
 
 #[test]
-fn chat_tail_says_when_the_server_shuts_down() {
+fn chat_tail_without_reconnecting_says_when_the_server_shuts_down() {
     let chatd = Chatd::start(&[]);
     let mut watcher = chatd.join("watcher");
-    let mut tail = start_tail(&chatd, &mut watcher, &[], "tail");
+    let mut tail = start_tail(&chatd, &mut watcher, &["--no-reconnect"], "tail");
     let mut stdout = BufReader::new(tail.stdout.take().unwrap());
     let mut ana = chatd.join("Ana");
     ana.send("MSG last words");

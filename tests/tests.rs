@@ -4,6 +4,7 @@ mod util;
 
 mod chat_repl;
 mod clients_pipeline;
+mod clients_resume;
 mod generated_docs;
 mod hostile;
 mod install;

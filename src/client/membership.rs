@@ -45,8 +45,8 @@ pub enum News {
     },
     /// The replay asked for at the first join is all in; what comes now is live.
     Live,
-    /// The connection was lost; reconnecting.
-    Lost(ClientError),
+    /// The connection was lost (why, for people); reconnecting.
+    Lost(String),
     /// The server confirmed messages said (`Membership::unconfirmed` is less).
     Confirmed,
     /// Reconnected, and what happened meanwhile is all in; `resent`
@@ -295,7 +295,7 @@ impl Membership {
         let Some(retry_for) = self.settings.retry_for.filter(|_| !self.leaving) else { return Err(why) };
         self.pending.connection_lost();
         self.replaying = None;
-        let news = News::Lost(ClientError::Lost { server: String::new(), detail: why.to_string() });
+        let news = News::Lost(why.to_string());
         self.link = Link::Down { backoff: Backoff::new(Instant::now(), retry_for), why, last: None };
         Ok(news)
     }

@@ -51,8 +51,8 @@ impl Chatd {
         chatd
     }
 
-    /// Starts `chatd --bind 127.0.0.1:0 --data-dir DIR ARGS…` and waits for
-    /// its start-up lines.
+    /// Starts `chatd --bind 127.0.0.1:0 --data-dir DIR ARGS…` (ARGS may give
+    /// a `--bind` of their own) and waits for its start-up lines.
     pub fn start_in(dir: &std::path::Path, args: &[&str]) -> Chatd {
         let mut chatd = Chatd::spawn(dir, args);
         let status = chatd.child.try_wait().ok().flatten();
@@ -63,8 +63,11 @@ impl Chatd {
     /// Starts chatd as `start_in` does, but a chatd that exits at once is
     /// not a failure: see `exited`.
     pub fn spawn(dir: &std::path::Path, args: &[&str]) -> Chatd {
+        // A test that restarts chatd where clients can find it again gives
+        // its own `--bind`.
+        let bind: &[&str] = if args.contains(&"--bind") { &[] } else { &["--bind", "127.0.0.1:0"] };
         let mut child = Command::new(bin("chatd"))
-            .args(["--bind", "127.0.0.1:0"])
+            .args(bind)
             .arg("--data-dir")
             .arg(dir)
             .args(args)

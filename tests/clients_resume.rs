@@ -1,0 +1,297 @@
+//! chat-tail and chat-send with the room's history: the latest events first,
+//! positions and times, resuming from a kept position, and riding out a
+//! chatd that restarts or is killed, with nothing missed and nothing twice.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use minichat::protocol::{ServerLine, Tags};
+use nix::sys::signal::Signal;
+
+use crate::util::{bin, Chatd, Client, TempDir, PATIENCE};
+
+/// A client binary aimed at `chatd`, with nothing from the environment of
+/// whoever runs the tests.
+fn tool(chatd: &Chatd, name: &str) -> Command {
+    let mut command = Command::new(bin(name));
+    command.env("CHAT_SERVER", chatd.addr.to_string()).env_remove("CHAT_NAME").env("USER", "tester");
+    command.env_remove("CHAT_RETRY_FOR");
+    command
+}
+
+/// Starts `chat-tail --name NAME ARGS…` and waits until `watcher` saw it join.
+fn start_tail(chatd: &Chatd, watcher: &mut Client, name: &str, args: &[&str]) -> Child {
+    let child = tool(chatd, "chat-tail")
+        .args(["--name", name])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The watcher may have tags on.
+    let line = watcher.recv();
+    assert_eq!(Tags::split(&line).map(|(_, rest)| rest), Some(format!("JOINED {name}").as_str()), "{line:?}");
+    child
+}
+
+/// Lines from a child's standard output, each awaited with a deadline.
+struct Lines(mpsc::Receiver<String>);
+
+impl Lines {
+    fn of(child: &mut Child) -> Lines {
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    fn next(&self) -> String {
+        self.0.recv_timeout(PATIENCE).expect("a line from chat-tail in time")
+    }
+}
+
+/// Waits for a child to exit, failing after `PATIENCE`.
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit in time");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    err
+}
+
+/// A client with tags on, joined as `name`: and the epoch of the room.
+fn join_tagged(chatd: &Chatd, name: &str) -> (Client, String) {
+    let mut client = chatd.connect();
+    client.send("TAGS");
+    client.expect("OK TAGS");
+    client.send(&format!("JOIN {name}"));
+    let (tags, line) = ServerLine::parse_tagged(&client.recv()).unwrap();
+    assert_eq!(line, ServerLine::OkJoin(name.into()));
+    (client, tags.epoch.expect("an epoch"))
+}
+
+/// Sends `MSG text` and returns its position, from the tagged `PONG`.
+fn say(client: &mut Client, text: &str) -> u64 {
+    client.send(&format!("MSG {text}"));
+    client.send("PING where");
+    loop {
+        let line = client.recv();
+        let (tags, rest) = Tags::split(&line).unwrap();
+        if rest == "PONG where" {
+            return tags.seq.expect("a tagged PONG");
+        }
+    }
+}
+
+#[test]
+fn chat_tail_into_head_ends_at_once_in_a_quiet_room() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let tail = bin("chat-tail").display().to_string();
+    let script = format!("set -o pipefail; '{tail}' --name t | head -n 2");
+    let mut pipeline = Command::new("bash")
+        .args(["-c", &script])
+        .env("CHAT_SERVER", chatd.addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    watcher.expect("JOINED t");
+    watcher.send("MSG one");
+    watcher.send("MSG two");
+    watcher.sync();
+    // Nothing more is said: chat-tail must learn from standard output alone
+    // that head has gone.
+    let status = wait_for_exit(&mut pipeline);
+    let mut out = String::new();
+    pipeline.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let err = stderr_of(&mut pipeline);
+    assert!(status.success(), "pipeline status {status}, stderr {err:?}");
+    assert_eq!(out, "watcher: one\nwatcher: two\n");
+    assert_eq!(err, "");
+    watcher.expect("LEFT t lost");
+}
+
+#[test]
+fn chat_tail_n_prints_the_latest_events_first() {
+    let chatd = Chatd::start(&[]);
+    let mut ana = chatd.join("Ana");
+    for n in 1..=5 {
+        ana.send(&format!("MSG m{n}"));
+    }
+    ana.sync();
+    let mut tail = start_tail(&chatd, &mut ana, "t", &["-n", "3", "--count", "4"]);
+    ana.send("MSG live");
+    ana.sync();
+    let status = wait_for_exit(&mut tail);
+    let mut out = String::new();
+    tail.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(status.success(), "{}", stderr_of(&mut tail));
+    assert_eq!(out, "Ana: m3\nAna: m4\nAna: m5\nAna: live\n");
+}
+
+#[test]
+fn chat_tail_json_gives_each_event_its_position_and_time() {
+    let chatd = Chatd::start(&[]);
+    let (mut bob, _) = join_tagged(&chatd, "Bob");
+    let mut tail = start_tail(&chatd, &mut bob, "t", &["--json", "--count", "1", "--messages-only"]);
+    let mut ana = chatd.join("Ana");
+    ana.send("MSG hola");
+    ana.sync();
+    // Bob, with tags on, sees where and when the message is.
+    let (tags, _) = Tags::split(&bob.recv()).unwrap();
+    let line = bob.recv();
+    let (tags_of_msg, rest) = Tags::split(&line).unwrap();
+    assert_eq!(rest, "MSG Ana hola", "after {tags:?}");
+    let (seq, time) = (tags_of_msg.seq.unwrap(), tags_of_msg.time.unwrap());
+    let status = wait_for_exit(&mut tail);
+    let mut out = String::new();
+    tail.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(status.success(), "{}", stderr_of(&mut tail));
+    assert_eq!(
+        out,
+        format!("{{\"event\":\"msg\",\"from\":\"Ana\",\"text\":\"hola\",\"seq\":{seq},\"time\":\"{time}\"}}\n")
+    );
+    assert!(minichat::protocol::parse_time(&time).is_some(), "{time}");
+}
+
+#[test]
+fn chat_tail_since_a_kept_position_prints_exactly_what_came_after() {
+    let chatd = Chatd::start(&[]);
+    let (mut ana, epoch) = join_tagged(&chatd, "Ana");
+    let positions: Vec<u64> = (1..=5).map(|n| say(&mut ana, &format!("m{n}"))).collect();
+    let kept = positions[1];
+    let since = format!("{epoch}:{kept}");
+    let mut tail = start_tail(&chatd, &mut ana, "t", &["--since", &since, "--raw", "--count", "3"]);
+    let status = wait_for_exit(&mut tail);
+    let mut out = String::new();
+    tail.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let err = stderr_of(&mut tail);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "MSG Ana m3\nMSG Ana m4\nMSG Ana m5\n");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn chat_tail_says_when_events_after_its_position_are_gone() {
+    let chatd = Chatd::start(&[]);
+    let mut ana = chatd.join("Ana");
+    ana.send("MSG hola");
+    ana.sync();
+    let mut tail = start_tail(&chatd, &mut ana, "t", &["--since", "elsewhere:3", "--json", "--count", "1"]);
+    let status = wait_for_exit(&mut tail);
+    let mut out = String::new();
+    tail.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let err = stderr_of(&mut tail);
+    assert!(status.success(), "{err}");
+    assert_eq!(err, "chat-tail: the server's history is not the one of elsewhere: some events may have been missed\n");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], r#"{"event":"missed","count":null}"#);
+    assert!(lines[1].starts_with(r#"{"event":"joined","name":"Ana","seq":1,"#), "{out}");
+}
+
+/// Stops chatd with SIGTERM and waits for it.
+fn stop(mut chatd: Chatd) {
+    chatd.signal(Signal::SIGTERM);
+    assert!(chatd.wait().success(), "{}", chatd.stderr());
+}
+
+#[test]
+fn chat_tail_rides_out_a_chatd_restart_and_misses_nothing() {
+    let data = TempDir::new("chatd-data");
+    let chatd = Chatd::start_in(data.path(), &[]);
+    let addr = chatd.addr.to_string();
+    let mut ana = chatd.join("Ana");
+    let mut tail = start_tail(&chatd, &mut ana, "t", &["--retry-for", "30s"]);
+    let lines = Lines::of(&mut tail);
+    ana.send("MSG before");
+    assert_eq!(lines.next(), "Ana: before");
+    stop(chatd);
+    let chatd = Chatd::start_in(data.path(), &["--bind", &addr]);
+    // The members of the last run left as it ended; then the room goes on.
+    assert_eq!(lines.next(), "* Ana left (lost)");
+    let mut ana = chatd.join("Ana");
+    ana.send("MSG after");
+    ana.sync();
+    assert_eq!(lines.next(), "* Ana joined");
+    assert_eq!(lines.next(), "Ana: after");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    let err = stderr_of(&mut tail);
+    assert!(err.contains("reconnecting") && err.contains("reconnected"), "{err}");
+    assert!(!err.contains("missed"), "{err}");
+}
+
+#[test]
+fn chat_tail_gives_up_with_status_5_when_the_server_never_comes_back() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut tail = start_tail(&chatd, &mut watcher, "t", &["--retry-for", "500ms"]);
+    let addr = chatd.addr;
+    stop(chatd);
+    let status = wait_for_exit(&mut tail);
+    let err = stderr_of(&mut tail);
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert!(err.contains(&format!("{addr}: the server shut down; reconnecting")), "{err}");
+    assert!(err.contains("gave up reconnecting after 0.5 s"), "{err}");
+}
+
+/// The numbers `bulk` said in the room's history, in order.
+fn said_by_bulk(chatd: &Chatd) -> Vec<u64> {
+    let mut check = chatd.connect();
+    check.send("JOIN check LAST 100000");
+    check.expect("OK JOIN check");
+    let lines = check.sync();
+    lines.iter().filter_map(|line| line.strip_prefix("MSG bulk ")).map(|n| n.parse().unwrap()).collect()
+}
+
+#[test]
+fn chat_send_delivers_every_line_exactly_once_across_kill_9_of_chatd() {
+    let data = TempDir::new("chatd-data");
+    let args = ["--history", "50000"];
+    let chatd = Chatd::start_in(data.path(), &args);
+    let addr = chatd.addr.to_string();
+    let mut watcher = chatd.join("watcher");
+    let mut send =
+        tool(&chatd, "chat-send").args(["-n", "bulk"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut input = send.stdin.take().unwrap();
+    let writer = thread::spawn(move || {
+        let numbers: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
+        input.write_all(numbers.as_bytes())
+    });
+    watcher.expect("JOINED bulk");
+    // Mid-stream: some lines confirmed, some in flight, most still to come.
+    while watcher.recv() != "MSG bulk 3000" {}
+    chatd.signal(Signal::SIGKILL);
+    let mut chatd = chatd;
+    chatd.wait();
+    let chatd = Chatd::start_in(data.path(), &[&args[..], &["--bind", &addr]].concat());
+    writer.join().unwrap().expect("all of the input written");
+    let status = wait_for_exit(&mut send);
+    let err = stderr_of(&mut send);
+    assert!(status.success(), "chat-send: {status}: {err}");
+    assert!(err.contains("reconnected"), "{err}");
+    let said = said_by_bulk(&chatd);
+    let want: Vec<u64> = (1..=20_000).collect();
+    assert!(said == want, "{} messages; first wrong at {:?}; stderr: {err}", said.len(), {
+        said.iter().zip(&want).position(|(a, b)| a != b)
+    });
+}
