@@ -149,9 +149,9 @@ fn chat_tail_n_prints_the_latest_events_first() {
 }
 
 #[test]
-fn chat_tail_json_gives_each_event_its_position_and_time() {
+fn chat_tail_json_gives_each_event_its_position_epoch_and_time() {
     let chatd = Chatd::start(&[]);
-    let (mut bob, _) = join_tagged(&chatd, "Bob");
+    let (mut bob, epoch) = join_tagged(&chatd, "Bob");
     let mut tail = start_tail(&chatd, &mut bob, "t", &["--json", "--count", "1", "--messages-only"]);
     let mut ana = chatd.join("Ana");
     ana.send("MSG hola");
@@ -168,7 +168,7 @@ fn chat_tail_json_gives_each_event_its_position_and_time() {
     assert!(status.success(), "{}", stderr_of(&mut tail));
     assert_eq!(
         out,
-        format!("{{\"event\":\"msg\",\"from\":\"Ana\",\"text\":\"hola\",\"seq\":{seq},\"time\":\"{time}\"}}\n")
+        format!("{{\"event\":\"msg\",\"from\":\"Ana\",\"text\":\"hola\",\"seq\":{seq},\"time\":\"{time}\",\"epoch\":\"{epoch}\"}}\n")
     );
     assert!(minichat::protocol::parse_time(&time).is_some(), "{time}");
 }

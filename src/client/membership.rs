@@ -23,6 +23,8 @@ use crate::protocol::{ByeReason, ErrorCode, Join, Position, Replay, Request, Ser
 /// A room event with where and when it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The history its position belongs to (absent only from a version 1 server).
+    pub epoch: Option<String>,
     /// Its position in the room's order (absent only from a version 1 server).
     pub seq: Option<u64>,
     /// When the server accepted it, RFC 3339, as the server wrote it.
@@ -160,11 +162,6 @@ impl Membership {
         &self.settings.server
     }
 
-    /// The position of the last event seen, for a later `SINCE`.
-    pub fn position(&self) -> Option<Position> {
-        Some(Position { epoch: self.epoch.clone()?, seq: self.seen })
-    }
-
     /// Whether `leave` was called.
     pub fn is_leaving(&self) -> bool {
         self.leaving
@@ -257,6 +254,8 @@ impl Membership {
                 Link::Closed => {
                     return Err(ClientError::Lost { server: self.settings.server.clone(), detail: "given up".into() })
                 }
+                // Leaving needs no new connection.
+                Link::Down { .. } if self.leaving => return Err(self.give_up()),
                 Link::Down { backoff, .. } => {
                     let Some(due) = backoff.due() else { return Err(self.give_up()) };
                     let now = Instant::now();
@@ -339,10 +338,7 @@ impl Membership {
         Ok(match line {
             ServerLine::Msg { .. } | ServerLine::Joined(_) | ServerLine::Left { .. } => self.event(tags, line)?,
             ServerLine::Missed(count) => Some(self.missed(count)?),
-            ServerLine::Pong(Some(token)) if self.replaying.as_ref().is_some_and(|r| r.token == token) => {
-                Some(self.replay_done())
-            }
-            ServerLine::Pong(Some(token)) if self.pending.ponged(&token, tags.seq) => Some(News::Confirmed),
+            ServerLine::Pong(Some(token)) => Some(self.pong(token, tags.seq)),
             ServerLine::Bye(ByeReason::Exit) if self.leaving => Some(News::Left),
             ServerLine::Bye(reason @ (ByeReason::Exit | ByeReason::Replaced)) => {
                 return Err(ClientError::Bye { server: self.settings.server.clone(), reason });
@@ -384,7 +380,7 @@ impl Membership {
             }
         }
         self.seen = self.seen.max(position);
-        Ok(Some(News::Event(Event { seq, time: tags.time, line, replayed })))
+        Ok(Some(News::Event(Event { epoch: self.epoch.clone(), seq, time: tags.time, line, replayed })))
     }
 
     fn missed(&mut self, count: Option<u64>) -> Result<News, ClientError> {
@@ -415,6 +411,18 @@ impl Membership {
             }
         }
         Ok(News::Missed { count, epoch })
+    }
+
+    /// A `PONG`: the end of a join's replay, a confirmation of messages
+    /// said, or the caller's own.
+    fn pong(&mut self, token: String, seq: Option<u64>) -> News {
+        if self.replaying.as_ref().is_some_and(|r| r.token == token) {
+            self.replay_done()
+        } else if self.pending.ponged(&token, seq) {
+            News::Confirmed
+        } else {
+            News::Reply(ServerLine::Pong(Some(token)))
+        }
     }
 
     /// The `PONG` after a join came: the replay is all in.

@@ -28,7 +28,8 @@ pub fn render(line: &ServerLine, format: Format) -> Option<String> {
 }
 
 /// A room event as `render` shows it; in JSON with its position (`"seq"`, a
-/// number) and time (`"time"`, RFC 3339 as the server sent it) too.
+/// number, in the history `"epoch"`: together what `--since` takes) and
+/// time (`"time"`, RFC 3339 as the server sent it) too.
 pub fn render_event(event: &Event, format: Format) -> Option<String> {
     if format != Format::Json {
         return render(&event.line, format);
@@ -40,6 +41,10 @@ pub fn render_event(event: &Event, format: Format) -> Option<String> {
         if let Some(time) = &event.time {
             out.push_str(",\"time\":");
             json_string(out, time);
+        }
+        if let Some(epoch) = &event.epoch {
+            out.push_str(",\"epoch\":");
+            json_string(out, epoch);
         }
     })
 }
@@ -157,12 +162,14 @@ mod tests {
     #[test]
     fn json_events_carry_their_position_and_time() {
         let event = Event {
+            epoch: Some("k3f9a".into()),
             seq: Some(42),
             time: Some("2026-11-30T13:40:01.123Z".into()),
             line: msg("Ana", "hola"),
             replayed: false,
         };
-        let want = r#"{"event":"msg","from":"Ana","text":"hola","seq":42,"time":"2026-11-30T13:40:01.123Z"}"#;
+        let want =
+            r#"{"event":"msg","from":"Ana","text":"hola","seq":42,"time":"2026-11-30T13:40:01.123Z","epoch":"k3f9a"}"#;
         assert_eq!(render_event(&event, Format::Json).as_deref(), Some(want));
         assert_eq!(render_event(&event, Format::Human).as_deref(), Some("Ana: hola"));
         assert_eq!(json_missed(Some(3)), r#"{"event":"missed","count":3}"#);
