@@ -170,6 +170,23 @@ impl ServerOpt {
     }
 }
 
+/// The exit statuses, for `--help` (the man pages list them in their own section).
+const CHAT_EXIT_STATUS: &str = "\
+Exit status: 0 after /quit, Ctrl-D or the end of input; 1 another failure; 2 bad usage; 3 cannot \
+connect; 4 the name is taken or invalid; 5 the connection was lost and not made again within \
+--retry-for, or another connection took the membership over.";
+
+const CHAT_SEND_EXIT_STATUS: &str = "\
+Exit status: 0 once the server confirmed every line; 1 another failure; 2 bad usage; 3 cannot \
+connect; 4 the name is taken or invalid; 5 the connection was lost and not made again within \
+--retry-for, or whether the last lines arrived cannot be known (the message says up to which line \
+the server confirmed); 6 a line was refused.";
+
+const CHAT_TAIL_EXIT_STATUS: &str = "\
+Exit status: 0 after --count messages, or when standard output is closed; 1 another failure; 2 bad \
+usage; 3 cannot connect; 4 the name given is taken or invalid; 5 the connection was lost and not \
+made again within --retry-for, or another connection took the membership over.";
+
 /// `chat`'s options.
 #[derive(Debug, Parser)]
 #[command(
@@ -184,8 +201,14 @@ leaves, /help shows this list; start a message with // to send a line that begin
 Ctrl-C clears the line. History is kept in $XDG_STATE_HOME/minichat/history \
 (~/.local/state/minichat/history).
 
+On joining it shows the room's last events (--history) with their local times, above a line \
+`-- live --`; every event shows its time. When the connection is lost it says so, reconnects, \
+resumes where it was, and says whether anything was missed; lines typed meanwhile are sent once \
+reconnected, in order, each exactly once.
+
 With standard input not a terminal (echo hi | chat), each input line is sent as a message \
-and the room's events are printed until input ends."
+and the room's events are printed until input ends.",
+    after_long_help = CHAT_EXIT_STATUS
 )]
 pub struct ChatArgs {
     #[command(flatten)]
@@ -214,7 +237,13 @@ With TEXT, sends it as one message. Without, sends each line of standard input a
 message until end of input (empty lines are skipped). Exits 0 only after the server has \
 confirmed that it accepted every line; otherwise says how many lines were sent and where \
 it stopped. A line the protocol refuses (too long, control characters, not UTF-8) stops \
-it with an error naming the line; nothing is ever truncated."
+it with an error naming the line; nothing is ever truncated.
+
+A lost connection or a restarting server is ridden out: chat-send reconnects, learns from the \
+room's history which of its last lines the server took, and sends the rest, so every line \
+arrives exactly once. If the server no longer has that history, it says so and exits 5 rather \
+than guess.",
+    after_long_help = CHAT_SEND_EXIT_STATUS
 )]
 pub struct ChatSendArgs {
     #[command(flatten)]
@@ -246,7 +275,8 @@ once, even in a quiet room.
 With -n N it prints the room's last N events first; with --since EPOCH:SEQ, every event after \
 that position. When the connection is lost, or the server restarts, it reconnects and goes on \
 from the last event it printed (see --retry-for); events the server no longer keeps are \
-reported on standard error (chat-tail: 3 events missed)."
+reported on standard error (chat-tail: 3 events missed).",
+    after_long_help = CHAT_TAIL_EXIT_STATUS
 )]
 pub struct ChatTailArgs {
     #[command(flatten)]
@@ -263,8 +293,8 @@ pub struct ChatTailArgs {
     pub lines: u64,
 
     /// First print every event after this position, then the live ones: a script that kept the
-    /// position of the last event it handled ("seq" in --json, with the epoch chat-tail printed) misses
-    /// nothing in between. When the server no longer keeps them all, it says so on standard error.
+    /// position of the last event it handled ("epoch" and "seq" in --json) misses nothing in between.
+    /// When the server no longer keeps them all, it says so on standard error.
     #[arg(long, value_name = "EPOCH:SEQ")]
     pub since: Option<crate::protocol::Position>,
 
@@ -273,8 +303,9 @@ pub struct ChatTailArgs {
     pub raw: bool,
 
     /// Print one JSON object per line: {"event":"msg","from":"Ana","text":"hola","seq":42,
-    /// "time":"2026-11-30T13:40:01.123Z"}, with the event's position and the server's time (UTC, RFC
-    /// 3339); events missed while reconnecting show as {"event":"missed","count":N} (null when unknown).
+    /// "time":"2026-11-30T13:40:01.123Z","epoch":"k3f9a"}, with the event's position (a number) in
+    /// its history (epoch) and the server's time (UTC, RFC 3339); events that the server no longer
+    /// keeps show as {"event":"missed","count":N} (null when nobody can say how many).
     #[arg(long)]
     pub json: bool,
 
