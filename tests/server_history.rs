@@ -69,8 +69,9 @@ fn a_version_1_client_sees_no_tags_and_no_history() {
     let mut luis = chatd.join("Luis");
     luis.expect_quiet();
     ana.send("MSG after");
-    assert_eq!(luis.sync(), ["MSG Ana after"]);
+    // Ana's PONG proves her message was taken before Luis's PING is sent.
     assert_eq!(ana.sync(), ["JOINED Luis"]);
+    assert_eq!(luis.sync(), ["MSG Ana after"]);
 }
 
 #[test]
