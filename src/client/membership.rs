@@ -260,8 +260,8 @@ impl Membership {
                     let Some(due) = backoff.due() else { return Err(self.give_up()) };
                     let now = Instant::now();
                     if now < due {
-                        let fired = wait::wait(None, watch, Some(due - now)).map_err(ClientError::from)?;
-                        if let Some(events) = fired {
+                        let ready = wait::wait(None, watch, Some(due - now)).map_err(ClientError::from)?;
+                        if let Some(events) = ready.watched {
                             return Ok(News::Watched(events));
                         }
                         continue;

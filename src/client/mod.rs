@@ -28,6 +28,7 @@ pub use self::error::ClientError;
 pub use self::membership::Settings;
 pub use self::membership::{Event, Membership, News};
 pub use self::render::{json_missed, render, render_event, Format};
+use self::wait::Ready;
 pub use self::wait::Watch;
 use crate::framing::{Frame, LineReader};
 use crate::protocol::{ErrorCode, Join, Request, ServerLine, Tags, DEFAULT_PORT};
@@ -198,14 +199,23 @@ impl Receiver {
                 Some(_) => return Err(self.lost("the server sent a line that is not UTF-8")),
                 None => {}
             }
+            let mut watched = None;
             if watch.is_some() {
-                let fired = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, None)
+                let ready = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, None)
                     .map_err(|e| self.lost(&e.to_string()))?;
-                if let Some(events) = fired {
-                    return Ok(Arrival::Watched(events));
+                // With both ready, what the socket has is read first, so that a
+                // watch that is always ready (input from a file) starves nobody.
+                match ready {
+                    Ready { watched: Some(events), socket: false } => return Ok(Arrival::Watched(events)),
+                    Ready { watched: None, socket: false } => continue,
+                    Ready { watched: events, socket: true } => watched = events,
                 }
             }
-            match self.lines.read_from(&mut &self.stream) {
+            let read = self.lines.read_from(&mut &self.stream);
+            if let (Some(events), Ok(1..)) = (watched, &read) {
+                return Ok(Arrival::Watched(events));
+            }
+            match read {
                 Ok(0) => return Err(self.lost("the server closed the connection")),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -31,15 +31,19 @@ impl<'a> Watch<'a> {
     }
 }
 
+/// What a wait found ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// What the watched descriptor reported, if anything.
+    pub watched: Option<PollFlags>,
+    /// The socket has something to read (or is at its end).
+    pub socket: bool,
+}
+
 /// Waits until `socket` is readable, `watch` reports something, or
-/// `timeout` passes (`None`: no limit). Returns what `watch` reported, if
-/// it did; `None` when the socket is readable, the time is up, or a signal
-/// came (the caller looks again).
-pub fn wait(
-    socket: Option<BorrowedFd<'_>>,
-    watch: Option<Watch<'_>>,
-    timeout: Option<Duration>,
-) -> io::Result<Option<PollFlags>> {
+/// `timeout` passes (`None`: no limit), and says which. Nothing ready means
+/// the time is up or a signal came: the caller looks again.
+pub fn wait(socket: Option<BorrowedFd<'_>>, watch: Option<Watch<'_>>, timeout: Option<Duration>) -> io::Result<Ready> {
     let mut fds = Vec::with_capacity(2);
     fds.extend(watch.map(|w| PollFd::new(w.fd, w.events)));
     fds.extend(socket.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
@@ -50,11 +54,13 @@ pub fn wait(
     };
     match poll(&mut fds, timeout) {
         Ok(_) => {}
-        Err(Errno::EINTR) => return Ok(None),
+        Err(Errno::EINTR) => return Ok(Ready::default()),
         Err(e) => return Err(e.into()),
     }
-    let watched = if watch.is_some() { fds[0].revents().filter(|events| !events.is_empty()) } else { None };
-    Ok(watched)
+    let fired = |fd: &PollFd<'_>| fd.revents().filter(|events| !events.is_empty());
+    let watched = if watch.is_some() { fired(&fds[0]) } else { None };
+    let socket = socket.is_some() && fds.last().and_then(fired).is_some();
+    Ok(Ready { watched, socket })
 }
 
 #[cfg(test)]
@@ -68,18 +74,21 @@ mod tests {
     fn a_closed_reader_shows_as_a_hangup_on_a_pipe_writer() {
         let (reader, writer) = nix::unistd::pipe().unwrap();
         let quiet = wait(None, Some(Watch::hangup(writer.as_fd())), Some(Duration::from_millis(10))).unwrap();
-        assert_eq!(quiet, None);
+        assert_eq!(quiet, Ready::default());
         drop(reader);
-        let fired = wait(None, Some(Watch::hangup(writer.as_fd())), None).unwrap().unwrap();
+        let fired = wait(None, Some(Watch::hangup(writer.as_fd())), None).unwrap().watched.unwrap();
         assert!(fired.intersects(PollFlags::POLLERR | PollFlags::POLLHUP), "{fired:?}");
     }
 
     #[test]
-    fn a_readable_socket_ends_the_wait_without_a_report() {
+    fn both_the_socket_and_the_watched_descriptor_are_reported() {
         let (mut a, b) = UnixStream::pair().unwrap();
-        let (other, _keep) = UnixStream::pair().unwrap();
+        let (mut c, d) = UnixStream::pair().unwrap();
         a.write_all(b"x").unwrap();
-        let got = wait(Some(b.as_fd()), Some(Watch::readable(other.as_fd())), None).unwrap();
-        assert_eq!(got, None);
+        let got = wait(Some(b.as_fd()), Some(Watch::readable(d.as_fd())), None).unwrap();
+        assert_eq!(got, Ready { watched: None, socket: true });
+        c.write_all(b"y").unwrap();
+        let got = wait(Some(b.as_fd()), Some(Watch::readable(d.as_fd())), None).unwrap();
+        assert_eq!(got, Ready { watched: Some(PollFlags::POLLIN), socket: true });
     }
 }

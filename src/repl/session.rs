@@ -63,8 +63,12 @@ impl Session {
         let (report, ended) = mpsc::channel();
         thread::spawn(move || {
             let mut connection = Connection { membership, asked, woken, show, look, zone: TimeZone::system() };
-            match connection.run() {
-                Err(e) if !connection.membership.is_leaving() => quit_lost(&e, terminal.as_ref()),
+            let end = connection.run();
+            let membership = &connection.membership;
+            match end {
+                Err(e) if !membership.is_leaving() => quit_lost(&e, terminal.as_ref()),
+                // Everything said was confirmed: a goodbye cut short loses nothing.
+                Err(_) if membership.all_confirmed() => drop(report.send(Ok(()))),
                 end => drop(report.send(end)),
             }
         });
