@@ -96,7 +96,11 @@ pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     let mut run = Run { membership, sent: 0, last_line: 0, refused: None };
 
     let input = if args.text.is_empty() { run.send_stdin() } else { run.send_line(1, args.text.join(" ").as_bytes()) };
-    // Whatever stopped the input, prove what went before it.
+    // A connection that is gone for good can prove nothing more.
+    if let Err(error @ SendError::Client { .. }) = input {
+        return Err(error);
+    }
+    // Whatever else stopped the input, prove what went before it.
     run.confirm()?;
     if let Some((first, last, refusal)) = run.refused.take() {
         return Err(SendError::Refused { first, last, refusal });

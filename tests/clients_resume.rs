@@ -295,3 +295,29 @@ fn chat_send_delivers_every_line_exactly_once_across_kill_9_of_chatd() {
         said.iter().zip(&want).position(|(a, b)| a != b)
     });
 }
+
+#[test]
+fn chat_send_says_so_rather_than_guess_when_the_history_is_gone() {
+    // With no history kept, a restarted chatd starts a new epoch: nobody can
+    // tell whether the line in flight was taken.
+    let data = TempDir::new("chatd-data");
+    let chatd = Chatd::start_in(data.path(), &["--history", "0"]);
+    let addr = chatd.addr.to_string();
+    let mut watcher = chatd.join("watcher");
+    let mut send =
+        tool(&chatd, "chat-send").args(["-n", "bot"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut input = send.stdin.take().unwrap();
+    input.write_all(b"one\n").unwrap();
+    watcher.expect("JOINED bot");
+    watcher.expect("MSG bot one");
+    stop(chatd);
+    let _chatd = Chatd::start_in(data.path(), &["--history", "0", "--bind", &addr]);
+    let status = wait_for_exit(&mut send);
+    drop(input);
+    let err = stderr_of(&mut send);
+    assert_eq!(status.code(), Some(5), "{err}");
+    let want = "is no longer the one of";
+    assert!(err.contains(want) && err.contains("whether the 1 message(s) sent before"), "{err}");
+    assert!(err.contains("they were not sent again"), "{err}");
+    assert!(!err.contains("reconnected"), "nothing is sent again after the doubt: {err}");
+}

@@ -239,6 +239,15 @@ impl Membership {
     /// said goodbye for good, refused to take us back, or did not come back
     /// in time.
     pub fn next(&mut self, watch: Option<Watch<'_>>) -> Result<News, ClientError> {
+        let news = self.wait_for_news(watch);
+        if news.is_err() {
+            // Final: nothing more goes out, and nothing more comes in.
+            self.link = Link::Closed;
+        }
+        news
+    }
+
+    fn wait_for_news(&mut self, watch: Option<Watch<'_>>) -> Result<News, ClientError> {
         loop {
             match &mut self.link {
                 Link::Up { receiver, .. } => match receiver.next(watch) {
@@ -252,7 +261,8 @@ impl Membership {
                     Err(e) => return self.lost(e),
                 },
                 Link::Closed => {
-                    return Err(ClientError::Lost { server: self.settings.server.clone(), detail: "given up".into() })
+                    let detail = "the connection was closed after an error".into();
+                    return Err(ClientError::Lost { server: self.settings.server.clone(), detail });
                 }
                 // Leaving needs no new connection.
                 Link::Down { .. } if self.leaving => return Err(self.give_up()),
