@@ -211,7 +211,10 @@ fn print_header(
         }
     }
     let said: Vec<String> = said.iter().map(|(group, options)| format!("{group}: {options}")).collect();
-    println!("  chatd options (after --bind 127.0.0.1:0 -q): {}", said.join("; "));
+    println!(
+        "  chatd options (after --bind 127.0.0.1:0 -q --data-dir DIR, a new DIR under target/tmp each time): {}",
+        said.join("; ")
+    );
     println!(
         "  generator: one thread, level-triggered epoll, non-blocking sockets; 56-byte payloads (64-byte chatd lines) \
          stamped with CLOCK_MONOTONIC; fan-out keeps {}k deliveries in flight (at most 32k messages), publishes for {:.0} s",

@@ -2,12 +2,18 @@
 //! stopped after it: chatd (the release build cargo made for this bench),
 //! and for comparison nats-server, redis-server and the Python baseline when
 //! their programs are installed.
+//!
+//! chatd keeps its history in a data directory and refuses a second chatd on
+//! one directory, so every chatd gets a fresh one of its own under
+//! `target/tmp` ([`DataDir`]), never the user's default, removed afterwards.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -72,18 +78,68 @@ impl Kind {
     }
 }
 
+/// A fresh, empty directory under `target/tmp` for one server's data,
+/// removed with everything in it when the last holder drops it. A server
+/// restarted on the same history shares it (`Rc`).
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// Makes `target/tmp/chatbench-data/<label>-<pid>-<n>`, new and empty.
+    pub fn new(label: &str) -> anyhow::Result<Rc<DataDir>> {
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("chatbench-data")
+            .join(format!("{label}-{}-{n}", std::process::id()));
+        // A directory left by an earlier run that was killed, if the pid
+        // came round again: it must not hand this server an old history.
+        if path.exists() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Rc::new(DataDir { path }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub kind: Kind,
     pub addr: SocketAddr,
     child: Child,
     log: PathBuf,
+    /// Kept until the server is dropped: the directory goes with the last.
+    _data: Option<Rc<DataDir>>,
 }
 
 impl Server {
     /// Starts a `kind` server on 127.0.0.1 (chatd with `options` added) and
-    /// waits until it accepts connections.
+    /// waits until it accepts connections. chatd gets a new data directory.
     pub fn start(kind: Kind, options: &[&str]) -> anyhow::Result<Server> {
+        let data = if kind == Kind::Chatd { Some(DataDir::new(kind.name())?) } else { None };
+        Server::start_on(kind, options, data, Duration::from_secs(10))
+    }
+
+    /// Starts a `kind` server on `data` (chatd's `--data-dir`), allowing it
+    /// `limit` to come up.
+    pub fn start_on(
+        kind: Kind,
+        options: &[&str],
+        data: Option<Rc<DataDir>>,
+        limit: Duration,
+    ) -> anyhow::Result<Server> {
         let program = kind.program().map_err(|e| anyhow!(e))?;
         let log = log_path(kind);
         let stderr = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -93,6 +149,9 @@ impl Server {
             Kind::Nats | Kind::Redis => free_port()?,
             Kind::Chatd | Kind::Python => 0,
         };
+        if let (Kind::Chatd, Some(data)) = (kind, &data) {
+            command.arg("--data-dir").arg(data.path());
+        }
         match kind {
             Kind::Chatd => command.args(["--bind", "127.0.0.1:0", "-q"]).args(options),
             Kind::Python => command.arg(PYTHON_SERVER),
@@ -111,11 +170,11 @@ impl Server {
         let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
         let addr = if announces {
             let stdout = child.stdout.take().expect("piped");
-            wait_for_announcement(stdout, Duration::from_secs(10))
+            wait_for_announcement(stdout, limit)
         } else {
-            wait_for_port(port, Duration::from_secs(10))
+            wait_for_port(port, limit)
         };
-        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), child, log };
+        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), child, log, _data: data };
         match addr {
             Ok(addr) => server.addr = addr,
             Err(e) => {
