@@ -46,7 +46,7 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut options = Options { quick: false, only: Vec::new(), against: vec![Kind::Nats, Kind::Redis, Kind::Python] };
+    let mut options = Options { quick: false, only: Vec::new(), against: Kind::OTHERS.to_vec() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -66,10 +66,11 @@ fn parse_args() -> Result<Options, String> {
                 let list = args.next().ok_or("--against needs a list")?;
                 options.against.clear();
                 for name in list.split(',').filter(|n| *n != "none") {
-                    let kind = Kind::ALL[1..].iter().find(|k| k.name() == name);
-                    options
-                        .against
-                        .push(*kind.ok_or_else(|| format!("unknown server {name:?}; choose nats, redis, python"))?);
+                    let kind = Kind::OTHERS.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+                        let names: Vec<&str> = Kind::OTHERS.iter().map(|k| k.name()).collect();
+                        format!("unknown server {name:?}; choose from {}", names.join(", "))
+                    })?;
+                    options.against.push(kind);
                 }
             }
             "-h" | "--help" => return Err(String::new()),
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
     }
     let fd_limit = system::raise_fd_limit(65_536);
 
-    let mut kinds = vec![Kind::Chatd];
+    let mut kinds = Kind::CHATDS.to_vec();
     let mut missing = Vec::new();
     for &kind in &options.against {
         match kind.program() {
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
     let mut rows = Vec::new();
     for &scenario in &plan {
         for &kind in kinds.iter().filter(|k| scenario.applies_to(**k)) {
-            eprint!("chatbench: {:<26} {:<7} ", scenario.label(), kind.name());
+            eprint!("chatbench: {:<26} {:<16} ", scenario.label(), kind.name());
             let t = Instant::now();
             let row = scenarios::run(scenario, kind, &settings);
             let verdict = row.failure.as_deref().map_or("ok".to_owned(), |f| format!("FAILED: {f}"));
@@ -169,7 +170,7 @@ fn main() -> ExitCode {
     println!();
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
 
-    let failed: Vec<&report::Row> = rows.iter().filter(|r| r.kind == Kind::Chatd && r.failure.is_some()).collect();
+    let failed: Vec<&report::Row> = rows.iter().filter(|r| r.kind.is_chatd() && r.failure.is_some()).collect();
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -193,11 +194,13 @@ fn print_header(
     println!("chatbench ({mode}): {cpus} CPUs, open-file limit {fd_limit}, everything on 127.0.0.1");
     for &kind in kinds {
         let extra = match kind {
-            Kind::Chatd => " (this release build)",
+            Kind::Chatd => " (this release build, as shipped: the store on, --history 10000 --sync every-second)",
+            Kind::ChatdNoStore => " (the same, with the store off: --history 0)",
+            Kind::ChatdSyncAlways => " (the same, with --sync always)",
             Kind::Python => " running benches/baseline/chat_server.py (a thread per client, one lock)",
             _ => " (pub/sub on one subject)",
         };
-        println!("  {:<7} {}{extra}", kind.name(), kind.version());
+        println!("  {:<16} {}{extra}", kind.name(), kind.version());
     }
     for (_, why) in missing {
         println!("  {why}");

@@ -202,31 +202,33 @@ pub fn ratios(rows: &[Row], others: &[Kind]) -> String {
     let mut out =
         String::from("ratios chatd/other (higher-is-better figures: > 1 means chatd ahead; lower-is-better: < 1)\n");
     let scenarios = scenarios_of(rows, |_| true);
-    out.push_str(&format!("  {:<24} {:<26}", "scenario", "figure"));
-    for kind in others {
-        out.push_str(&format!(" {:>12}", format!("chatd/{}", kind.name())));
+    out.push_str(&format!("  {:<24} {:<32}", "scenario", "figure"));
+    let heads: Vec<String> = others.iter().map(|kind| format!("chatd/{}", kind.name())).collect();
+    let width = |i: usize| heads[i].chars().count().max(12);
+    for (i, head) in heads.iter().enumerate() {
+        out.push_str(&format!(" {head:>w$}", w = width(i)));
     }
     out.push('\n');
     for scenario in scenarios {
         let Some((figure, ours, higher)) = find(rows, scenario, Kind::Chatd).and_then(headline) else { continue };
         let direction = if higher { "higher is better" } else { "lower is better" };
-        out.push_str(&format!("  {:<24} {:<26}", scenario.label(), format!("{figure} ({direction})")));
-        for &kind in others {
+        out.push_str(&format!("  {:<24} {:<32}", scenario.label(), format!("{figure} ({direction})")));
+        for (i, &kind) in others.iter().enumerate() {
             let theirs = find(rows, scenario, kind).and_then(headline).map(|(_, v, _)| v);
             let cell = match theirs {
                 Some(v) if v > 0.0 => format!("{:.2}×", ours / v),
                 _ => "-".into(),
             };
-            out.push_str(&format!(" {cell:>12}"));
+            out.push_str(&format!(" {cell:>w$}", w = width(i)));
         }
         out.push('\n');
         if let Scenario::Idle { .. } = scenario {
             let join = |kind| find(rows, scenario, kind).and_then(|r| r.join).map(|d| d.as_secs_f64());
             if let Some(ours) = join(Kind::Chatd) {
-                out.push_str(&format!("  {:<24} {:<26}", "", "join time (lower is better)"));
-                for &kind in others {
+                out.push_str(&format!("  {:<24} {:<32}", "", "join time (lower is better)"));
+                for (i, &kind) in others.iter().enumerate() {
                     let cell = join(kind).filter(|&v| v > 0.0).map_or("-".into(), |v| format!("{:.2}×", ours / v));
-                    out.push_str(&format!(" {cell:>12}"));
+                    out.push_str(&format!(" {cell:>w$}", w = width(i)));
                 }
                 out.push('\n');
             }
@@ -238,11 +240,12 @@ pub fn ratios(rows: &[Row], others: &[Kind]) -> String {
 /// The targets, each with what was measured.
 pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
     let mut out = String::from("targets (information only; the exit status does not depend on them)\n");
-    let mut line = |text: String, pass: Option<bool>| {
-        let verdict = match pass {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "n/a",
+    let mut line = |text: String, verdict: Verdict| {
+        let verdict = match verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::NotRun => "n/a",
+            Verdict::Info => "info",
         };
         out.push_str(&format!("  {verdict:<5} {text}\n"));
     };
@@ -270,12 +273,38 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
                     rate(theirs),
                     ours / theirs
                 ),
-                Some(ours >= theirs),
+                check(ours >= theirs),
             ),
             None => line(
                 format!("{}: chatd {}/s vs nats/redis: {}", scenario.label(), rate(ours), why_missing(Kind::Nats)),
-                None,
+                Verdict::NotRun,
             ),
+        }
+        match ok(find(rows, *scenario, Kind::ChatdNoStore)).and_then(|r| r.rate) {
+            Some(off) => line(
+                format!(
+                    "{}: store on / store off ≥ 0.9× (chatd {}/s, chatd --history 0 {}/s): {:.2}×",
+                    scenario.label(),
+                    rate(ours),
+                    rate(off),
+                    ours / off
+                ),
+                check(ours >= 0.9 * off),
+            ),
+            None => {
+                line(format!("{}: store on / store off: chatd --history 0 not run", scenario.label()), Verdict::NotRun)
+            }
+        }
+        if let Some(always) = ok(find(rows, *scenario, Kind::ChatdSyncAlways)).and_then(|r| r.rate) {
+            line(
+                format!(
+                    "{}: with --sync always chatd delivers {}/s, {:.2}× as shipped (no target)",
+                    scenario.label(),
+                    rate(always),
+                    always / ours
+                ),
+                Verdict::Info,
+            );
         }
         match ok(find(rows, *scenario, Kind::Python)).and_then(|r| r.rate) {
             Some(theirs) => line(
@@ -286,9 +315,9 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
                     rate(theirs),
                     ours / theirs
                 ),
-                Some(ours >= 10.0 * theirs),
+                check(ours >= 10.0 * theirs),
             ),
-            None => line(format!("{}: vs python: {}", scenario.label(), why_missing(Kind::Python)), None),
+            None => line(format!("{}: vs python: {}", scenario.label(), why_missing(Kind::Python)), Verdict::NotRun),
         }
     }
     for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Latency { .. })) {
@@ -296,30 +325,30 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
         match ok(find(rows, scenario, Kind::Nats)).and_then(|r| r.p99_ns) {
             Some(theirs) => line(
                 format!("{}: chatd p99 {} ≤ nats p99 {}", scenario.label(), nanos(ours), nanos(theirs)),
-                Some(ours <= theirs),
+                check(ours <= theirs),
             ),
             None => line(
                 format!("{}: chatd p99 {}; nats: {}", scenario.label(), nanos(ours), why_missing(Kind::Nats)),
-                None,
+                Verdict::NotRun,
             ),
         }
     }
     for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Idle { .. })) {
         let Some(row) = chatd(scenario) else { continue };
         if let Some(kib) = row.rss_per_member_kib {
-            line(format!("{}: RSS {kib:.1} KiB per idle member ≤ 20 KiB", scenario.label()), Some(kib <= 20.0));
+            line(format!("{}: RSS {kib:.1} KiB per idle member ≤ 20 KiB", scenario.label()), check(kib <= 20.0));
         }
         if let Scenario::Idle { members: 10_000.. } = scenario {
             let held = row.held == Some(true);
             let join = row.join.map_or("not all joined".into(), |d| format!("all joined in {:.2} s", d.as_secs_f64()));
             line(
                 format!("{}: 10,000 members held ({}), all joined within 5 s ({join})", scenario.label(), yes(held)),
-                Some(held && row.join.is_some_and(|d| d <= Duration::from_secs(5))),
+                check(held && row.join.is_some_and(|d| d <= Duration::from_secs(5))),
             );
         }
     }
     if !rows.iter().any(|r| matches!(r.scenario, Scenario::Idle { members: 10_000.. })) {
-        line("10,000 members held, joined within 5 s: not run (the full run has it)".into(), None);
+        line("10,000 members held, joined within 5 s: not run (the full run has it)".into(), Verdict::NotRun);
     }
     for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Slow { .. })) {
         if let Some(stall) = chatd(scenario).and_then(|r| r.stall_ns) {
@@ -329,7 +358,7 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
                     scenario.label(),
                     nanos(stall)
                 ),
-                Some(stall <= 100_000_000),
+                check(stall <= 100_000_000),
             );
         }
     }
@@ -337,11 +366,30 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
         if let Some(wall) = ok(chatd(scenario)).and_then(|r| r.wall) {
             line(
                 format!("{}: seq 100000 | chat-send < 1 s ({:.3} s)", scenario.label(), wall.as_secs_f64()),
-                Some(wall < Duration::from_secs(1)),
+                check(wall < Duration::from_secs(1)),
             );
         }
     }
     out
+}
+
+/// What a target line says of its figure.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Pass,
+    Miss,
+    /// Not measured in this run (a server missing, a scenario left out).
+    NotRun,
+    /// A figure printed for information, with no target.
+    Info,
+}
+
+fn check(pass: bool) -> Verdict {
+    if pass {
+        Verdict::Pass
+    } else {
+        Verdict::Miss
+    }
 }
 
 fn yes(b: bool) -> &'static str {

@@ -95,9 +95,16 @@ impl Scenario {
         }
     }
 
-    /// Bulk needs chat-send, which speaks chat only.
+    /// Bulk needs chat-send, which speaks chat only. chatd's variants (the
+    /// store off, `--sync always`) show what the store costs where it costs
+    /// most: fan-out to 100 members and more.
     pub fn applies_to(self, kind: Kind) -> bool {
-        !matches!(self, Scenario::Bulk { .. }) || matches!(kind, Kind::Chatd | Kind::Python)
+        match (self, kind) {
+            (Scenario::Fanout { subscribers, .. }, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => subscribers >= 100,
+            (_, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => false,
+            (Scenario::Bulk { .. }, kind) => matches!(kind, Kind::Chatd | Kind::Python),
+            _ => true,
+        }
     }
 }
 
@@ -105,7 +112,7 @@ impl Scenario {
 /// the scenario or of the server is in `row.failure`.
 pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
     let mut row = Row::new(scenario, kind);
-    let options = if kind == Kind::Chatd { chatd_options(scenario) } else { &[] };
+    let options = if kind.is_chatd() { chatd_options(scenario) } else { &[] };
     let mut server = match Server::start(kind, options) {
         Ok(server) => server,
         Err(e) => {
@@ -120,7 +127,7 @@ pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
         Scenario::Bulk { lines } => bulk(&server, &mut row, lines),
         Scenario::Slow { readers } => slow(&server, &mut row, readers, settings),
     };
-    if kind == Kind::Chatd {
+    if kind.is_chatd() {
         row.notes.extend(server.logged().map(|log| format!("chatd: {log}")));
     }
     // A crash explains any failure best; then the scenario's own; then a

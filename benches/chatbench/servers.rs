@@ -31,27 +31,51 @@ const PYTHON_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/baseli
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// chatd as shipped: the store on, with its default options.
     Chatd,
+    /// chatd with the store off (`--history 0`), to see what the store costs.
+    ChatdNoStore,
+    /// chatd with every event on the disk before anyone is sent it
+    /// (`--sync always`).
+    ChatdSyncAlways,
     Nats,
     Redis,
     Python,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Chatd, Kind::Nats, Kind::Redis, Kind::Python];
+    /// The servers chatd is compared with, for `--against`.
+    pub const OTHERS: [Kind; 3] = [Kind::Nats, Kind::Redis, Kind::Python];
+    /// chatd and the variants of its options that run beside it.
+    pub const CHATDS: [Kind; 3] = [Kind::Chatd, Kind::ChatdNoStore, Kind::ChatdSyncAlways];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Chatd => "chatd",
+            Kind::ChatdNoStore => "chatd-nostore",
+            Kind::ChatdSyncAlways => "chatd-syncalways",
             Kind::Nats => "nats",
             Kind::Redis => "redis",
             Kind::Python => "python",
         }
     }
 
+    pub fn is_chatd(self) -> bool {
+        Kind::CHATDS.contains(&self)
+    }
+
+    /// What this variant of chatd adds to every scenario's options.
+    pub fn chatd_variant(self) -> &'static [&'static str] {
+        match self {
+            Kind::ChatdNoStore => &["--history", "0"],
+            Kind::ChatdSyncAlways => &["--sync", "always"],
+            _ => &[],
+        }
+    }
+
     pub fn proto(self) -> Proto {
         match self {
-            Kind::Chatd | Kind::Python => Proto::Chat,
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::Python => Proto::Chat,
             Kind::Nats => Proto::Nats,
             Kind::Redis => Proto::Redis,
         }
@@ -60,7 +84,7 @@ impl Kind {
     /// The program to run, or why it cannot be.
     pub fn program(self) -> Result<PathBuf, String> {
         let (name, package) = match self {
-            Kind::Chatd => return Ok(PathBuf::from(CHATD)),
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => return Ok(PathBuf::from(CHATD)),
             Kind::Nats => ("nats-server", "nats-server"),
             Kind::Redis => ("redis-server", "redis-server"),
             Kind::Python => ("python3", "python3"),
@@ -71,7 +95,7 @@ impl Kind {
     /// The program's version, for the header.
     pub fn version(self) -> String {
         let Ok(program) = self.program() else { return "not installed".into() };
-        let flag = if self == Kind::Chatd { "-V" } else { "--version" };
+        let flag = if self.is_chatd() { "-V" } else { "--version" };
         let out = Command::new(program).arg(flag).output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_owned())
             .unwrap_or_default()
@@ -126,14 +150,13 @@ pub struct Server {
 
 impl Server {
     /// Starts a `kind` server on 127.0.0.1 (chatd with `options` added) and
-    /// waits until it accepts connections. chatd gets a new data directory.
+    /// waits until it accepts connections.
     pub fn start(kind: Kind, options: &[&str]) -> anyhow::Result<Server> {
-        let data = if kind == Kind::Chatd { Some(DataDir::new(kind.name())?) } else { None };
-        Server::start_on(kind, options, data, Duration::from_secs(10))
+        Server::start_on(kind, options, None, Duration::from_secs(10))
     }
 
-    /// Starts a `kind` server on `data` (chatd's `--data-dir`), allowing it
-    /// `limit` to come up.
+    /// Starts a `kind` server on `data` (chatd's `--data-dir`; a new one when
+    /// none is given), allowing it `limit` to come up.
     pub fn start_on(
         kind: Kind,
         options: &[&str],
@@ -141,19 +164,24 @@ impl Server {
         limit: Duration,
     ) -> anyhow::Result<Server> {
         let program = kind.program().map_err(|e| anyhow!(e))?;
+        let data = match data {
+            None if kind.is_chatd() => Some(DataDir::new(kind.name())?),
+            data => data,
+        };
         let log = log_path(kind);
         let stderr = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(&program);
         command.stdin(Stdio::null()).stderr(stderr);
         let port = match kind {
             Kind::Nats | Kind::Redis => free_port()?,
-            Kind::Chatd | Kind::Python => 0,
+            _ => 0,
         };
-        if let (Kind::Chatd, Some(data)) = (kind, &data) {
-            command.arg("--data-dir").arg(data.path());
-        }
         match kind {
-            Kind::Chatd => command.args(["--bind", "127.0.0.1:0", "-q"]).args(options),
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => {
+                let data = data.as_ref().expect("chatd always has a data directory");
+                command.arg("--data-dir").arg(data.path());
+                command.args(["--bind", "127.0.0.1:0", "-q"]).args(kind.chatd_variant()).args(options)
+            }
             Kind::Python => command.arg(PYTHON_SERVER),
             Kind::Nats => command.args(["-a", "127.0.0.1", "-p", &port.to_string()]),
             Kind::Redis => command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]).args([
@@ -165,7 +193,7 @@ impl Server {
                 "20000",
             ]),
         };
-        let announces = matches!(kind, Kind::Chatd | Kind::Python);
+        let announces = kind.is_chatd() || kind == Kind::Python;
         command.stdout(if announces { Stdio::piped() } else { Stdio::null() });
         let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
         let addr = if announces {
@@ -239,7 +267,7 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(10));
         };
-        if self.kind == Kind::Chatd && !status.success() {
+        if self.kind.is_chatd() && !status.success() {
             bail!("chatd exited with {} after SIGTERM; see {}", describe(status), self.log.display());
         }
         Ok(())
