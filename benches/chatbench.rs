@@ -3,7 +3,7 @@
 //! nats-server, redis-server and a plain Python threaded server when they are
 //! installed.
 //!
-//! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,python|none]`
+//! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,redis-streams,python|none]`
 //!
 //! The load generator is one thread over epoll, so it stays small next to
 //! the server (its CPU is printed beside the server's). The exit status is 0
@@ -35,7 +35,7 @@ use scenarios::{chatd_options, Scenario, Settings};
 use servers::Kind;
 
 const USAGE: &str = "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow] \
-                     [--against nats,redis,python|none]";
+                     [--against nats,redis,redis-streams,python|none]";
 const GROUPS: [&str; 5] = ["fanout", "latency", "idle", "bulk", "slow"];
 
 #[derive(Debug)]
@@ -198,6 +198,9 @@ fn print_header(
             Kind::ChatdNoStore => " (the same, with the store off: --history 0)",
             Kind::ChatdSyncAlways => " (the same, with --sync always)",
             Kind::Python => " running benches/baseline/chat_server.py (a thread per client, one lock)",
+            Kind::RedisStreams => {
+                " (a stream: XADD / XREAD BLOCK, --appendonly yes --appendfsync everysec, its own --dir)"
+            }
             _ => " (pub/sub on one subject)",
         };
         println!("  {:<16} {}{extra}", kind.name(), kind.version());

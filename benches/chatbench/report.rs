@@ -295,6 +295,18 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
                 line(format!("{}: store on / store off: chatd --history 0 not run", scenario.label()), Verdict::NotRun)
             }
         }
+        if let Some(streams) = ok(find(rows, *scenario, Kind::RedisStreams)).and_then(|r| r.rate) {
+            line(
+                format!(
+                    "{}: chatd {}/s beside redis streams (durable too, appendfsync everysec) {}/s: {:.2}× (no target)",
+                    scenario.label(),
+                    rate(ours),
+                    rate(streams),
+                    ours / streams
+                ),
+                Verdict::Info,
+            );
+        }
         if let Some(always) = ok(find(rows, *scenario, Kind::ChatdSyncAlways)).and_then(|r| r.rate) {
             line(
                 format!(

@@ -102,6 +102,10 @@ impl Scenario {
         match (self, kind) {
             (Scenario::Fanout { subscribers, .. }, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => subscribers >= 100,
             (_, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => false,
+            // A stream's subscriber is blocked in XREAD: it cannot answer the
+            // pings that idle and slow rely on.
+            (Scenario::Fanout { .. } | Scenario::Latency { .. }, Kind::RedisStreams) => true,
+            (_, Kind::RedisStreams) => false,
             (Scenario::Bulk { .. }, kind) => matches!(kind, Kind::Chatd | Kind::Python),
             _ => true,
         }

@@ -39,13 +39,17 @@ pub enum Kind {
     /// (`--sync always`).
     ChatdSyncAlways,
     Nats,
+    /// redis-server's pub/sub, which keeps nothing.
     Redis,
+    /// redis-server's streams, kept in its append-only file (fsynced every
+    /// second): the durable peer of chatd's store.
+    RedisStreams,
     Python,
 }
 
 impl Kind {
     /// The servers chatd is compared with, for `--against`.
-    pub const OTHERS: [Kind; 3] = [Kind::Nats, Kind::Redis, Kind::Python];
+    pub const OTHERS: [Kind; 4] = [Kind::Nats, Kind::Redis, Kind::RedisStreams, Kind::Python];
     /// chatd and the variants of its options that run beside it.
     pub const CHATDS: [Kind; 3] = [Kind::Chatd, Kind::ChatdNoStore, Kind::ChatdSyncAlways];
 
@@ -56,6 +60,7 @@ impl Kind {
             Kind::ChatdSyncAlways => "chatd-syncalways",
             Kind::Nats => "nats",
             Kind::Redis => "redis",
+            Kind::RedisStreams => "redis-streams",
             Kind::Python => "python",
         }
     }
@@ -78,6 +83,7 @@ impl Kind {
             Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::Python => Proto::Chat,
             Kind::Nats => Proto::Nats,
             Kind::Redis => Proto::Redis,
+            Kind::RedisStreams => Proto::RedisStreams,
         }
     }
 
@@ -86,7 +92,7 @@ impl Kind {
         let (name, package) = match self {
             Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => return Ok(PathBuf::from(CHATD)),
             Kind::Nats => ("nats-server", "nats-server"),
-            Kind::Redis => ("redis-server", "redis-server"),
+            Kind::Redis | Kind::RedisStreams => ("redis-server", "redis-server"),
             Kind::Python => ("python3", "python3"),
         };
         find_program(name).ok_or_else(|| format!("{name} not installed; apt-get install {package} to compare"))
@@ -165,7 +171,7 @@ impl Server {
     ) -> anyhow::Result<Server> {
         let program = kind.program().map_err(|e| anyhow!(e))?;
         let data = match data {
-            None if kind.is_chatd() => Some(DataDir::new(kind.name())?),
+            None if kind.is_chatd() || kind == Kind::RedisStreams => Some(DataDir::new(kind.name())?),
             data => data,
         };
         let log = log_path(kind);
@@ -173,7 +179,7 @@ impl Server {
         let mut command = Command::new(&program);
         command.stdin(Stdio::null()).stderr(stderr);
         let port = match kind {
-            Kind::Nats | Kind::Redis => free_port()?,
+            Kind::Nats | Kind::Redis | Kind::RedisStreams => free_port()?,
             _ => 0,
         };
         match kind {
@@ -192,6 +198,19 @@ impl Server {
                 "--maxclients",
                 "20000",
             ]),
+            Kind::RedisStreams => {
+                let data = data.as_ref().expect("redis streams always have a data directory");
+                command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]).arg("--dir").arg(data.path()).args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--maxclients",
+                    "20000",
+                ])
+            }
         };
         let announces = kind.is_chatd() || kind == Kind::Python;
         command.stdout(if announces { Stdio::piped() } else { Stdio::null() });
