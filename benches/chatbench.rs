@@ -13,6 +13,8 @@
 
 #[path = "chatbench/histogram.rs"]
 mod histogram;
+#[path = "chatbench/history.rs"]
+mod history;
 #[path = "chatbench/load.rs"]
 mod load;
 #[path = "chatbench/net.rs"]
@@ -34,9 +36,9 @@ use std::time::{Duration, Instant};
 use scenarios::{chatd_options, Scenario, Settings};
 use servers::Kind;
 
-const USAGE: &str = "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow] \
+const USAGE: &str = "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow,history] \
                      [--against nats,redis,redis-streams,python|none]";
-const GROUPS: [&str; 5] = ["fanout", "latency", "idle", "bulk", "slow"];
+const GROUPS: [&str; 6] = ["fanout", "latency", "idle", "bulk", "slow", "history"];
 
 #[derive(Debug)]
 struct Options {
@@ -96,6 +98,11 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
     plan.extend(idle_sizes.iter().map(|&members| Scenario::Idle { members }));
     plan.push(Scenario::Bulk { lines: 100_000 });
     plan.push(Scenario::Slow { readers: 10 });
+    // --quick touches the history's code paths with smaller ones.
+    let (replayed, kept) = if quick { (1000, 100_000) } else { (10_000, 1_000_000) };
+    plan.push(Scenario::Replay { events: replayed });
+    plan.push(Scenario::Resume { events: replayed });
+    plan.push(Scenario::Startup { events: kept });
     let settings = if quick {
         Settings {
             run: Duration::from_secs(1),
@@ -104,6 +111,7 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
             settle_limit: Duration::from_secs(5),
             join_limit: Duration::from_secs(10),
             hold: Duration::from_millis(200),
+            fill_limit: Duration::from_secs(15),
         }
     } else {
         Settings {
@@ -113,6 +121,7 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
             settle_limit: Duration::from_secs(10),
             join_limit: Duration::from_secs(30),
             hold: Duration::from_secs(1),
+            fill_limit: Duration::from_secs(60),
         }
     };
     (plan, settings)
@@ -162,8 +171,9 @@ fn main() -> ExitCode {
     print!("{}", report::table(&rows));
     println!();
     let others: Vec<Kind> = kinds[1..].to_vec();
-    if !others.is_empty() {
-        print!("{}", report::ratios(&rows, &others));
+    let ratios = if others.is_empty() { String::new() } else { report::ratios(&rows, &others) };
+    if !ratios.is_empty() {
+        print!("{ratios}");
         println!();
     }
     print!("{}", report::targets(&rows, &missing));

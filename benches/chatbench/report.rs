@@ -29,6 +29,12 @@ pub struct Row {
     pub held: Option<bool>,
     pub wall: Option<Duration>,
     pub stall_ns: Option<u64>,
+    /// chatd's start-up: with the history, and with an empty one.
+    pub startup: Option<(Duration, Duration)>,
+    /// chatd's VmRSS with one member: with the history, and an empty room.
+    pub rss_history_kib: Option<(u64, u64)>,
+    /// The store's `*.log` bytes over the events written.
+    pub bytes_per_event: Option<f64>,
     pub notes: Vec<String>,
     /// Why the scenario failed: it could not run, the server crashed, or a
     /// delivery was lost.
@@ -56,6 +62,9 @@ impl Row {
             held: None,
             wall: None,
             stall_ns: None,
+            startup: None,
+            rss_history_kib: None,
+            bytes_per_event: None,
             notes: Vec::new(),
             failure: None,
             incomplete: None,
@@ -190,6 +199,8 @@ fn headline(row: &Row) -> Option<(&'static str, f64, bool)> {
         Scenario::Idle { .. } => row.rss_per_member_kib.map(|k| ("RSS/member", k, false)),
         Scenario::Bulk { .. } => row.wall.map(|w| ("wall time", w.as_secs_f64(), false)),
         Scenario::Slow { .. } => row.stall_ns.map(|s| ("longest stall", s as f64, false)),
+        // chatd's alone: nothing to compare with.
+        Scenario::Replay { .. } | Scenario::Resume { .. } | Scenario::Startup { .. } => None,
     }
 }
 
@@ -201,7 +212,10 @@ fn find(rows: &[Row], scenario: Scenario, kind: Kind) -> Option<&Row> {
 pub fn ratios(rows: &[Row], others: &[Kind]) -> String {
     let mut out =
         String::from("ratios chatd/other (higher-is-better figures: > 1 means chatd ahead; lower-is-better: < 1)\n");
-    let scenarios = scenarios_of(rows, |_| true);
+    let scenarios = scenarios_of(rows, |s| find(rows, s, Kind::Chatd).and_then(headline).is_some());
+    if scenarios.is_empty() {
+        return String::new();
+    }
     out.push_str(&format!("  {:<24} {:<32}", "scenario", "figure"));
     let heads: Vec<String> = others.iter().map(|kind| format!("chatd/{}", kind.name())).collect();
     let width = |i: usize| heads[i].chars().count().max(12);
@@ -382,7 +396,85 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
             );
         }
     }
+    history_targets(rows, &mut line);
     out
+}
+
+/// The history's figures: the issue gives targets for the start-up and its
+/// memory; the replays and the bytes on disk are printed for information.
+fn history_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
+    let chatd = |scenario| find(rows, scenario, Kind::Chatd);
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Replay { .. } | Scenario::Resume { .. })) {
+        let Some(row) = chatd(scenario) else { continue };
+        let what = match scenario {
+            Scenario::Replay { .. } => "from JOIN … LAST to the last replayed line",
+            _ => "from JOIN … SINCE to the last replayed line",
+        };
+        let label = scenario.label();
+        match (row.delivered, row.wall, &row.failure) {
+            (Some((got, asked)), Some(wall), None) if got == asked => line(
+                format!(
+                    "{label}: {what}: {:.1} ms for {got} lines, {}/s (no target)",
+                    wall.as_secs_f64() * 1e3,
+                    rate(got as f64 / wall.as_secs_f64())
+                ),
+                Verdict::Info,
+            ),
+            (Some((got, asked)), _, _) => {
+                line(format!("{label}: {what}: SHORT, {got} of {asked} events replayed"), Verdict::Miss)
+            }
+            (None, _, failure) => {
+                line(format!("{label}: {what}: not measured ({})", failure.as_deref().unwrap_or("?")), Verdict::Miss)
+            }
+        }
+    }
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Startup { .. })) {
+        let Scenario::Startup { events } = scenario else { continue };
+        let Some(row) = chatd(scenario) else { continue };
+        let label = scenario.label();
+        let scale = if events < 1_000_000 { " (the target is for 1,000,000 events: the full run)" } else { "" };
+        if let Some(failure) = &row.failure {
+            line(format!("{label}: FAILED: {failure}"), Verdict::Miss);
+        }
+        match row.startup {
+            Some((with, empty)) => line(
+                format!(
+                    "{label}: chatd listening < 1 s after it is started on {} events of history \
+                     ({:.3} s; {:.3} s on an empty one){scale}",
+                    count(events),
+                    with.as_secs_f64(),
+                    empty.as_secs_f64()
+                ),
+                check(with < Duration::from_secs(1) && row.incomplete.is_none()),
+            ),
+            None => line(format!("{label}: start-up: not measured"), Verdict::Miss),
+        }
+        if let Some((with, empty)) = row.rss_history_kib {
+            let more = (with as f64 - empty as f64) / 1024.0;
+            line(
+                format!(
+                    "{label}: chatd's RSS with {} events of history within 10 MiB of an empty room's, one member \
+                     joined ({:.1} MiB vs {:.1} MiB: {more:+.1} MiB){scale}",
+                    count(events),
+                    with as f64 / 1024.0,
+                    empty as f64 / 1024.0
+                ),
+                check(more <= 10.0 && row.incomplete.is_none()),
+            );
+        }
+        match row.bytes_per_event {
+            Some(bytes) => line(
+                format!(
+                    "{label}: the store takes {bytes:.1} bytes per event (*.log size; 64-byte MSG lines) (no target)"
+                ),
+                Verdict::Info,
+            ),
+            None => line(format!("{label}: store bytes per event: no *.log in the data dir"), Verdict::Miss),
+        }
+        if let Some(incomplete) = &row.incomplete {
+            line(format!("{label}: {incomplete}"), Verdict::Miss);
+        }
+    }
 }
 
 /// What a target line says of its figure.

@@ -136,6 +136,29 @@ impl DataDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The files in the directory (and below) whose names end in `suffix`:
+    /// how many, their sizes added up, and the bytes the disk gave them
+    /// (more than the size where space is reserved ahead of writes).
+    pub fn files(&self, suffix: &str) -> anyhow::Result<(usize, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut totals = (0, 0, 0);
+        let mut dirs = vec![self.path.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else if entry.file_name().to_string_lossy().ends_with(suffix) {
+                    totals.0 += 1;
+                    totals.1 += meta.len();
+                    totals.2 += meta.blocks() * 512;
+                }
+            }
+        }
+        Ok(totals)
+    }
 }
 
 impl Drop for DataDir {
@@ -148,10 +171,13 @@ impl Drop for DataDir {
 pub struct Server {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// From spawning the program to its accepting connections (chatd: to
+    /// its `listening on` line, which comes once its history is loaded).
+    pub startup: Duration,
     child: Child,
     log: PathBuf,
     /// Kept until the server is dropped: the directory goes with the last.
-    _data: Option<Rc<DataDir>>,
+    data: Option<Rc<DataDir>>,
 }
 
 impl Server {
@@ -214,6 +240,7 @@ impl Server {
         };
         let announces = kind.is_chatd() || kind == Kind::Python;
         command.stdout(if announces { Stdio::piped() } else { Stdio::null() });
+        let spawned = Instant::now();
         let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
         let addr = if announces {
             let stdout = child.stdout.take().expect("piped");
@@ -221,7 +248,8 @@ impl Server {
         } else {
             wait_for_port(port, limit)
         };
-        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), child, log, _data: data };
+        let startup = spawned.elapsed();
+        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), startup, child, log, data };
         match addr {
             Ok(addr) => server.addr = addr,
             Err(e) => {
@@ -231,6 +259,11 @@ impl Server {
             }
         }
         Ok(server)
+    }
+
+    /// chatd's `--data-dir`, Redis streams' `--dir`.
+    pub fn data(&self) -> Option<&DataDir> {
+        self.data.as_deref()
     }
 
     pub fn pid(&self) -> u32 {
