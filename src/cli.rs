@@ -21,9 +21,22 @@ Every message reaches every other member in one order for all; a member that \
 stops reading is dropped without holding anyone up; SIGTERM or SIGINT delivers \
 what was accepted, says BYE to everyone and exits 0.
 
+The room remembers: its latest events (--history) are kept in an append-only log \
+in --data-dir, across restarts and crashes. Clients that join with LAST get the \
+latest ones, and a client that lost its connection resumes with SINCE without \
+missing anything (protocol version 2). Each event reaches the operating system \
+before anyone is sent it and before the PONG that confirms it, so kill -9 of chatd \
+loses nothing that a client saw or had confirmed. It reaches the disk within a \
+second (a power cut loses at most about a second), or, with --sync always, before \
+anything is sent or confirmed. After a crash a torn last record is cut, and the log \
+says so; damage anywhere else stops start-up with an error naming the file. When \
+the disk is full, new messages are refused with ERR UNAVAILABLE and taken again \
+once there is room; members can always leave.
+
 The first line on standard output is `listening on ADDRESS:PORT`, with the port \
 really bound (useful with --bind 127.0.0.1:0); the lines after it say how another \
-computer reaches this one. The log goes to standard error.";
+computer reaches this one, and the last one where the history is and how much of it \
+there is (`history: N events in DIR ...`). The log goes to standard error.";
 
 /// `chatd`'s options.
 #[derive(Debug, Parser)]

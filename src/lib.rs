@@ -15,4 +15,5 @@ pub mod report;
 pub mod room;
 pub mod send;
 pub mod server;
+pub mod store;
 pub mod tail;

@@ -147,6 +147,7 @@ fn since_resumes_without_losing_or_repeating() {
     let (mut luis, (epoch, _, _)) = join_tagged(&chatd, "Luis", "");
     let mut ana = chatd.join("Ana");
     ana.send("MSG one");
+    ana.sync();
     let lines = luis.sync();
     let last = *seqs(&lines).last().unwrap();
     drop(luis);
@@ -157,9 +158,9 @@ fn since_resumes_without_losing_or_repeating() {
     let replay = luis.sync();
     assert_eq!(untagged(&replay), ["LEFT Luis lost", "MSG Ana two", "MSG Ana three"]);
     assert_eq!(*seqs(&replay).last().unwrap(), past);
-    // Up to date: nothing.
+    // Up to date (Luis's own JOINED came after `past`): nothing.
     let mut up_to_date = chatd.connect();
-    up_to_date.send(&format!("JOIN Eva SINCE {epoch}:{past}"));
+    up_to_date.send(&format!("JOIN Eva SINCE {epoch}:{}", past + 1));
     up_to_date.expect("OK JOIN Eva");
     up_to_date.expect_quiet();
 }
@@ -217,17 +218,17 @@ fn bad_options_are_refused_and_the_client_is_not_joined() {
 fn a_token_takes_the_membership_over_while_the_old_connection_is_open() {
     let chatd = Chatd::start(&[]);
     let mut watcher = chatd.join("Watcher");
-    let (mut old, (epoch, _, token)) = join_tagged(&chatd, "Ana", "");
+    let (mut old, (epoch, last_seen, token)) = join_tagged(&chatd, "Ana", "");
     old.send("MSG before the drop");
-    let seen = seqs(&old.sync());
-    let last_seen = seen.last().copied().unwrap_or(1);
+    assert_eq!(old.sync(), Vec::<String>::new());
     watcher.send("MSG while Ana is away");
     watcher.sync();
     // The old connection is still open: the server has not noticed anything.
     let (mut new, (_, past, new_token)) =
         join_tagged(&chatd, "Ana", &format!(" TOKEN {token} SINCE {epoch}:{last_seen}"));
     assert_ne!(new_token, token, "each OK JOIN hands out a new token");
-    assert_eq!(untagged(&new.sync()), ["MSG Ana before the drop", "MSG Watcher while Ana is away"]);
+    let replay = ["JOINED Ana", "MSG Ana before the drop", "MSG Watcher while Ana is away"];
+    assert_eq!(untagged(&new.sync()), replay);
     assert_eq!(untagged(&old.recv_all()), ["MSG Watcher while Ana is away", "BYE replaced"]);
     watcher.send("MSG after");
     assert_eq!(watcher.sync(), Vec::<String>::new(), "no LEFT and no JOINED for a takeover");
@@ -235,6 +236,7 @@ fn a_token_takes_the_membership_over_while_the_old_connection_is_open() {
     assert_eq!(untagged(&lines), ["MSG Watcher after"]);
     assert_eq!(seqs(&lines), [past + 1]);
     new.send("MSG from the new one");
+    new.sync();
     assert_eq!(watcher.sync(), ["MSG Ana from the new one"]);
     // A stale token is no token: the name is taken.
     let mut thief = chatd.connect();
@@ -265,7 +267,8 @@ fn a_restart_keeps_the_history_and_the_positions_and_records_who_was_gone() {
     let want = ["JOINED Ana", "JOINED Luis", "MSG Ana before the restart", "LEFT Ana lost", "LEFT Luis lost"];
     assert_eq!(untagged(&replay), want);
     assert_eq!(seqs(&replay), [1, 2, 3, 4, 5]);
-    assert_eq!((last, past), (3, 5));
+    // Ana saw up to Luis's JOINED; her own message was 3; two LEFTs since.
+    assert_eq!((last, past), (2, 5));
 }
 
 #[test]

@@ -7,6 +7,10 @@ complete -c chatd -l dead-peer-timeout -d 'A member whose computer vanished (cab
 complete -c chatd -l shutdown-timeout -d 'On SIGTERM or SIGINT, how long to spend delivering accepted messages and BYE shutdown before exiting anyway. A second signal exits at once' -r
 complete -c chatd -l rate-limit -d 'Flood control: lines a second one connection may send, 0 for no limit. A faster sender is slowed down by reading from it less (TCP backpressure), never cut off, and no line is thrown away' -r
 complete -c chatd -l rate-burst -d 'Flood control: lines a connection may send at once above --rate-limit' -r
+complete -c chatd -l data-dir -d 'Where the room\'s history is kept [default: $XDG_STATE_HOME/minichat/chatd, or ~/.local/state/minichat/chatd]. Created if missing; one chatd per directory' -r -F
+complete -c chatd -l history -d 'How many of the room\'s latest events are kept, across restarts, for clients that join with LAST or resume with SINCE; older ones go. 0 keeps none and uses no store' -r
+complete -c chatd -l sync -d 'When the history reaches the disk: every-second (a power cut loses at most about a second; kill -9 of chatd loses nothing acknowledged), or always (before any event is sent or acknowledged, in batches)' -r -f -a "every-second\t'Flushed at least every second: a power cut loses at most about a second, `kill -9` nothing that was acknowledged'
+always\t'Flushed before every event is sent or acknowledged (in batches)'"
 complete -c chatd -s v -l verbose -d 'Log every connection and every ERR sent, too (to standard error)'
 complete -c chatd -s q -l quiet -d 'Log errors only'
 complete -c chatd -s h -l help -d 'Print help (see more with \'--help\')'

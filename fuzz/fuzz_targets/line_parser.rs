@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use libfuzzer_sys::fuzz_target;
 use minichat::framing::{Frame, LineReader};
 use minichat::name::{self, Name};
-use minichat::protocol::{check_outgoing, check_text, ErrorCode, Printable, Refusal, Request, ServerLine};
+use minichat::protocol::{check_outgoing, check_text, ErrorCode, Printable, Refusal, Replay, Request, ServerLine};
 
 /// chatd's default line limit, terminator included.
 const MAX_LINE: usize = 4096;
@@ -254,13 +254,17 @@ fn check_line(line: &str) {
             assert!(!text.contains('\n'), "{request:?} prints as {text:?}");
             assert_eq!(Request::parse(&text), Ok(request), "{line:?} parsed to {request:?}, printed as {text:?}");
             match request {
-                Request::Join(raw) => check_name(raw),
+                Request::Join(join) => check_name(join.name),
                 Request::Msg(body) => assert_eq!(check_text(body), Ok(()), "MSG accepted {body:?}"),
-                Request::Exit | Request::Names | Request::Ping(_) => {}
+                Request::Exit | Request::Names | Request::Ping(_) | Request::Tags => {}
             }
-            if let (Request::Join(arg) | Request::Msg(arg) | Request::Ping(Some(arg)), true) =
-                (request, line.contains(' '))
-            {
+            // A join with options prints its option words in capitals.
+            let exact = match request {
+                Request::Join(join) if join.replay == Replay::Nothing && join.token.is_none() => Some(join.name),
+                Request::Msg(arg) | Request::Ping(Some(arg)) => Some(arg),
+                _ => None,
+            };
+            if let (Some(arg), true) = (exact, line.contains(' ')) {
                 // The verb's case aside, a line with an argument is what its
                 // request prints.
                 let verb = text.len() - arg.len();
@@ -269,7 +273,7 @@ fn check_line(line: &str) {
             }
         }
         Err(refusal) => {
-            let expected = [ErrorCode::Empty, ErrorCode::BadText, ErrorCode::UnknownCommand];
+            let expected = [ErrorCode::Empty, ErrorCode::BadText, ErrorCode::UnknownCommand, ErrorCode::BadOption];
             assert!(expected.contains(&refusal.code), "{line:?} refused as {refusal}");
             check_refusal("a refusal", &refusal);
         }

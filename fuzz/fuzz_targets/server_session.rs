@@ -31,7 +31,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use minichat::framing::{Frame, LineReader};
 use minichat::name::Name;
-use minichat::protocol::{ByeReason, ErrorCode, LeaveReason, Request, ServerLine, SERVER_ID};
+use minichat::protocol::{ByeReason, ErrorCode, LeaveReason, Replay, Request, ServerLine, Tags, SERVER_ID};
 use minichat::server::{Config, Server, ShutdownSignal, Verbosity};
 
 const MAX_LINE: usize = 4096;
@@ -132,16 +132,25 @@ fn room() -> &'static Room {
 /// A line of the reply, as the protocol prescribes it.
 #[derive(Debug, PartialEq)]
 enum Want {
+    /// This line, without tags.
     Exactly(ServerLine),
+    /// This line, with the tags version 2 gives it after `TAGS`: epoch, seq
+    /// and token on `OK JOIN`, seq on `PONG`.
+    Tagged(ServerLine),
     /// An `ERR` with this code; its words are free.
     Err(ErrorCode),
 }
 
 impl Want {
-    fn matches(&self, got: &ServerLine) -> bool {
+    fn matches(&self, tags: &Tags, got: &ServerLine) -> bool {
+        let untagged = *tags == Tags::default();
         match (self, got) {
-            (Want::Exactly(want), got) => want == got,
-            (Want::Err(code), ServerLine::Err(refusal)) => refusal.code == *code,
+            (Want::Exactly(want), got) => untagged && want == got,
+            (Want::Tagged(want @ ServerLine::OkJoin(_)), got) => {
+                want == got && tags.epoch.is_some() && tags.seq.is_some() && tags.token.is_some()
+            }
+            (Want::Tagged(want), got) => want == got && tags.seq.is_some(),
+            (Want::Err(code), ServerLine::Err(refusal)) => untagged && refusal.code == *code,
             (Want::Err(_), _) => false,
         }
     }
@@ -156,7 +165,8 @@ struct Prediction {
 fn predict(input: &[u8]) -> Prediction {
     let watcher_key = Name::parse(WATCHER).unwrap().key().to_owned();
     let hello = ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() };
-    let mut session = Session { reply: vec![Want::Exactly(hello)], watcher: Vec::new(), watcher_key, member: None };
+    let mut session =
+        Session { reply: vec![Want::Exactly(hello)], watcher: Vec::new(), watcher_key, member: None, tags: false };
     let mut reader = LineReader::new(MAX_LINE);
     let mut src = input;
     let mut exited = false;
@@ -187,6 +197,7 @@ struct Session {
     watcher: Vec<ServerLine>,
     watcher_key: String,
     member: Option<String>,
+    tags: bool,
 }
 
 impl Session {
@@ -207,14 +218,29 @@ impl Session {
                 self.reply.push(Want::Exactly(ServerLine::Bye(ByeReason::Exit)));
                 return true;
             }
-            (Request::Ping(token), _) => self.reply.push(Want::Exactly(ServerLine::Pong(token.map(str::to_owned)))),
+            (Request::Ping(token), member) => {
+                let pong = ServerLine::Pong(token.map(str::to_owned));
+                self.reply.push(if self.tags && member.is_some() { Want::Tagged(pong) } else { Want::Exactly(pong) });
+            }
+            (Request::Tags, _) => {
+                self.tags = true;
+                self.reply.push(Want::Exactly(ServerLine::OkTags));
+            }
             (Request::Join(_), Some(_)) => return self.refuse(ErrorCode::AlreadyJoined),
-            (Request::Join(raw), None) => match Name::parse(raw) {
+            // The watcher's token is random: no input guesses it.
+            (Request::Join(join), None) => match Name::parse(join.name) {
                 Err(_) => return self.refuse(ErrorCode::BadName),
                 Ok(name) if name.key() == self.watcher_key => return self.refuse(ErrorCode::NameTaken),
                 Ok(name) => {
                     let name = name.as_str().to_owned();
-                    self.reply.push(Want::Exactly(ServerLine::OkJoin(name.clone())));
+                    let ok = ServerLine::OkJoin(name.clone());
+                    self.reply.push(if self.tags { Want::Tagged(ok) } else { Want::Exactly(ok) });
+                    // The session's server keeps no history (`--history 0`):
+                    // nothing to replay, and a position in its random epoch
+                    // cannot be guessed either.
+                    if let Replay::Since(_) = join.replay {
+                        self.reply.push(Want::Exactly(ServerLine::Missed(None)));
+                    }
                     self.watcher.push(ServerLine::Joined(name.clone()));
                     self.member = Some(name);
                 }
@@ -316,18 +342,18 @@ fuzz_target!(|data: &[u8]| {
 
     let text = String::from_utf8(got).unwrap_or_else(|e| panic!("the reply is not UTF-8: {e}"));
     let body = text.strip_suffix('\n').unwrap_or_else(|| panic!("the reply does not end with a newline: {text:?}"));
-    let lines: Vec<ServerLine> = body
+    let lines: Vec<(Tags, ServerLine)> = body
         .split('\n')
         .map(|line| {
-            let parsed = ServerLine::parse(line).unwrap_or_else(|e| panic!("{e}"));
+            let parsed = ServerLine::parse_tagged(line).unwrap_or_else(|e| panic!("{e}"));
             // A PONG echoes the client's own token as it came; nothing else
             // the server says may hold a control character.
             let bad = line.chars().find(|&c| c.is_control() && c != '\t');
-            assert!(bad.is_none() || matches!(parsed, ServerLine::Pong(_)), "a reply line holds {bad:?}: {line:?}");
+            assert!(bad.is_none() || matches!(parsed.1, ServerLine::Pong(_)), "a reply line holds {bad:?}: {line:?}");
             parsed
         })
         .collect();
-    let first_wrong = lines.iter().zip(&want.reply).position(|(got, want)| !want.matches(got));
+    let first_wrong = lines.iter().zip(&want.reply).position(|((tags, got), want)| !want.matches(tags, got));
     if first_wrong.is_some() || lines.len() != want.reply.len() {
         let at = first_wrong.unwrap_or(lines.len().min(want.reply.len()));
         let from = at.saturating_sub(3);

@@ -102,20 +102,17 @@ impl Server {
         raise_fd_limit();
         let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e))?;
         listener.set_nonblocking(true)?;
-        let opened = crate::history::open(&config.history)?;
-        let room = Room::new(config.max_queue, opened.history);
+        let opened = crate::history::open(&config.history, config.max_clients)?;
+        let log = Log::new(config.verbosity);
+        opened.warnings.iter().for_each(|warning| log.error(format_args!("{warning}")));
+        let room = Room::new(config.max_queue, Arc::clone(&opened.history));
         room.record_departures(&opened.present)
             .map_err(|e| anyhow!("cannot record that the last run's members left: {e}"))?;
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
-        let ctx = Context {
-            room,
-            writers,
-            registry: Registry::new(config.max_clients),
-            log: Log::new(config.verbosity),
-            config,
-        };
-        Ok(Server { listener, ctx: Arc::new(ctx), history_summary: opened.summary })
+        let ctx = Context { room, writers, registry: Registry::new(config.max_clients), log, config };
+        let history_summary = vec![crate::history::summary(ctx.room.history().as_ref(), opened.place.as_deref())];
+        Ok(Server { listener, ctx: Arc::new(ctx), history_summary })
     }
 
     /// Where the history is and how much of it there is, for the start-up lines.

@@ -5,7 +5,10 @@
 //!
 //! - [`Forgetful`] keeps nothing (`chatd --history 0`): positions still count,
 //!   in a new epoch each run, as version 1 servers did without them.
-//! - `store::Store` keeps the latest events on disk, across restarts.
+//! - `disk` keeps the latest events on disk, across restarts, in
+//!   `store::Store`.
+
+mod disk;
 
 use std::fmt;
 use std::io;
@@ -39,15 +42,30 @@ pub struct Opened {
     pub history: Arc<dyn History>,
     /// Who was still in the room when the last run ended.
     pub present: Vec<String>,
-    /// Lines for the log: where the history is, how much, what was repaired.
-    pub summary: Vec<String>,
+    /// Where the history is, for the start-up line; `None` when nothing is
+    /// kept.
+    pub place: Option<String>,
+    /// For the log: what was repaired.
+    pub warnings: Vec<String>,
 }
 
-/// Opens the history `config` asks for.
-pub fn open(_config: &Config) -> anyhow::Result<Opened> {
+/// Opens the history `config` asks for, with room kept back for the
+/// leaving of up to `members` members.
+pub fn open(config: &Config, members: usize) -> anyhow::Result<Opened> {
+    if config.keep > 0 {
+        return disk::open(config, members);
+    }
     let history = Arc::new(Forgetful::new()?);
-    let summary = vec![format!("history: off (--history 0): nothing is kept; epoch {}", history.epoch())];
-    Ok(Opened { history, present: Vec::new(), summary })
+    Ok(Opened { history, present: Vec::new(), place: None, warnings: Vec::new() })
+}
+
+/// The start-up line about the history: where it is and how much of it
+/// there is.
+pub fn summary(history: &dyn History, place: Option<&str>) -> String {
+    match place {
+        Some(place) => format!("history: {} events {place}", history.last_seq() + 1 - history.first_kept()),
+        None => format!("history: off (--history 0): nothing is kept; epoch {}", history.epoch()),
+    }
 }
 
 /// One event as the history keeps it.
