@@ -211,18 +211,23 @@ fn keeps_history(server: &Server) -> bool {
     server.data().and_then(|d| d.files(".log").ok()).is_some_and(|(count, _, _)| count > 0)
 }
 
-/// Joins `FILL_PUBLISHERS` publishers and has them publish `events`
-/// messages, noting how fast in `row`. Returns the load and how many the
-/// server took.
-fn fill(server: &Server, row: &mut Row, events: u64, limit: Duration) -> anyhow::Result<(Load, u64)> {
+/// Joins the publishers that will fill a history of `events` messages:
+/// one, or a few for a big one.
+fn fillers(server: &Server, events: u64) -> anyhow::Result<Load> {
     let publishers = if events >= 100_000 { FILL_PUBLISHERS } else { 1 };
-    let mut load = join_all(server, &vec![Role::Publisher; publishers], Payloads::Timed)?;
+    join_all(server, &vec![Role::Publisher; publishers], Payloads::Timed)
+}
+
+/// Has the publishers of `load` publish `events` messages, pipelined,
+/// noting how fast in `row`. Returns how many the server took.
+fn fill(load: &mut Load, row: &mut Row, events: u64, limit: Duration) -> anyhow::Result<u64> {
     let start = Instant::now();
     let (sent, took) = load.fill(events, start + limit)?;
     let took_s = start.elapsed().as_secs_f64();
     if !took {
         bail!("chatd did not take the {sent} messages published within {} s", limit.as_secs());
     }
+    let publishers = load.ids(Role::Publisher).len();
     row.notes.push(format!(
         "filled with {sent} messages in {took_s:.2} s ({:.0}k/s, {publishers} publisher{})",
         sent as f64 / took_s / 1e3,
@@ -234,7 +239,7 @@ fn fill(server: &Server, row: &mut Row, events: u64, limit: Duration) -> anyhow:
             limit.as_secs()
         ));
     }
-    Ok((load, sent))
+    Ok(sent)
 }
 
 /// Fills in the row what a replay of `asked` events gave. A short replay
@@ -273,7 +278,8 @@ fn judge(server: &Server, row: &mut Row, replay: &Replay, asked: u64, what: &str
 
 /// (a) A room of `events` messages; a new member joins with `LAST events`.
 pub fn replay_last(server: &Server, row: &mut Row, events: u64) -> anyhow::Result<Load> {
-    let (load, sent) = fill(server, row, events, REPLY_LIMIT)?;
+    let mut load = fillers(server, events)?;
+    let sent = fill(&mut load, row, events, REPLY_LIMIT)?;
     let mut member = Member::connect(server.addr)?;
     let replay = member.replay(&format!("JOIN r LAST {events}"))?;
     judge(server, row, &replay, sent, &format!("JOIN r LAST {events}"));
@@ -284,6 +290,7 @@ pub fn replay_last(server: &Server, row: &mut Row, events: u64) -> anyhow::Resul
 /// own `LEFT` and `events - 1` messages); it comes back with `SINCE`.
 pub fn resume_since(server: &Server, row: &mut Row, events: u64) -> anyhow::Result<Load> {
     let deadline = Instant::now() + REPLY_LIMIT;
+    let mut load = fillers(server, events)?;
     let mut member = Member::connect(server.addr)?;
     let joined = member.join("m")?;
     // The position a client keeps: where its last PONG fell (chatd tags it),
@@ -294,7 +301,7 @@ pub fn resume_since(server: &Server, row: &mut Row, events: u64) -> anyhow::Resu
     member.send("EXIT\n")?;
     member.expect("BYE", deadline)?;
     drop(member);
-    let (load, sent) = fill(server, row, events - 1, REPLY_LIMIT)?;
+    let sent = fill(&mut load, row, events - 1, REPLY_LIMIT)?;
     let mut member = Member::connect(server.addr)?;
     let since = format!("JOIN m SINCE {}:{position}", joined.epoch);
     let replay = member.replay(&since)?;
@@ -316,13 +323,15 @@ pub fn startup(row: &mut Row, events: u64, fill_limit: Duration) -> anyhow::Resu
     let data = DataDir::new("chatd-startup")?;
 
     let mut first = Server::start_on(Kind::Chatd, &options, Some(Rc::clone(&data)), REPLY_LIMIT)?;
-    let (load, sent) = fill(&first, row, events, fill_limit)?;
+    let mut load = fillers(&first, events)?;
+    let sent = fill(&mut load, row, events, fill_limit)?;
+    let publishers = load.ids(Role::Publisher).len() as u64;
     let kept_any = keeps_history(&first);
     first.terminate()?;
     drop(load);
     first.wait()?;
 
-    let written = sent + FILL_PUBLISHERS as u64; // their JOINEDs too
+    let written = sent + publishers; // their JOINEDs too
     let (files, bytes, disk) = data.files(".log")?;
     if files > 0 {
         row.bytes_per_event = Some(bytes as f64 / written as f64);

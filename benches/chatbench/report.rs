@@ -103,6 +103,19 @@ fn count(n: u64) -> String {
     }
 }
 
+/// 1000000 → `1,000,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 fn percent(fraction: f64) -> String {
     format!("{:.0}%", fraction * 100.0)
 }
@@ -441,7 +454,7 @@ fn history_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
                 format!(
                     "{label}: chatd listening < 1 s after it is started on {} events of history \
                      ({:.3} s; {:.3} s on an empty one){scale}",
-                    count(events),
+                    thousands(events),
                     with.as_secs_f64(),
                     empty.as_secs_f64()
                 ),
@@ -455,7 +468,7 @@ fn history_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
                 format!(
                     "{label}: chatd's RSS with {} events of history within 10 MiB of an empty room's, one member \
                      joined ({:.1} MiB vs {:.1} MiB: {more:+.1} MiB){scale}",
-                    count(events),
+                    thousands(events),
                     with as f64 / 1024.0,
                     empty as f64 / 1024.0
                 ),
