@@ -112,6 +112,7 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
             join_limit: Duration::from_secs(10),
             hold: Duration::from_millis(200),
             fill_limit: Duration::from_secs(15),
+            quick: true,
         }
     } else {
         Settings {
@@ -122,6 +123,7 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
             join_limit: Duration::from_secs(30),
             hold: Duration::from_secs(1),
             fill_limit: Duration::from_secs(60),
+            quick: false,
         }
     };
     (plan, settings)
@@ -157,7 +159,7 @@ fn main() -> ExitCode {
 
     let mut rows = Vec::new();
     for &scenario in &plan {
-        for &kind in kinds.iter().filter(|k| scenario.applies_to(**k)) {
+        for &kind in kinds.iter().filter(|k| settings.runs(scenario, **k)) {
             eprint!("chatbench: {:<26} {:<16} ", scenario.label(), kind.name());
             let t = Instant::now();
             let row = scenarios::run(scenario, kind, &settings);
@@ -218,15 +220,21 @@ fn print_header(
     for (_, why) in missing {
         println!("  {why}");
     }
+    if settings.quick {
+        println!("  --quick: chatd-nostore, chatd-syncalways and redis-streams run in fan-out P=1 only");
+    }
     let mut said = Vec::new();
     for &scenario in plan {
         let options = chatd_options(scenario).join(" ");
         let options = if options.is_empty() { "defaults".to_owned() } else { options };
-        if !said.iter().any(|(g, _)| *g == scenario.group()) {
-            said.push((scenario.group(), options));
+        // A group's options once; a scenario that differs from them on its own.
+        match said.iter().find(|(g, _)| *g == scenario.group()) {
+            None => said.push((scenario.group().to_owned(), options)),
+            Some((_, first)) if *first != options => said.push((scenario.label(), options)),
+            Some(_) => {}
         }
     }
-    let said: Vec<String> = said.iter().map(|(group, options)| format!("{group}: {options}")).collect();
+    let said: Vec<String> = said.iter().map(|(what, options)| format!("{what}: {options}")).collect();
     println!(
         "  chatd options (after --bind 127.0.0.1:0 -q --data-dir DIR, a new DIR under target/tmp each time): {}",
         said.join("; ")

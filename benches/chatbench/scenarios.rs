@@ -59,9 +59,18 @@ pub struct Settings {
     pub hold: Duration,
     /// How long filling the history for a start-up may take.
     pub fill_limit: Duration,
+    /// `--quick`: chatd's variants and Redis streams run in one fan-out only.
+    pub quick: bool,
 }
 
 impl Settings {
+    /// Whether `kind` runs `scenario` in this run.
+    pub fn runs(&self, scenario: Scenario, kind: Kind) -> bool {
+        let extra = matches!(kind, Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::RedisStreams);
+        scenario.applies_to(kind)
+            && !(self.quick && extra && !matches!(scenario, Scenario::Fanout { publishers: 1, .. }))
+    }
+
     /// Messages in flight for `subscribers`, all publishers together; at
     /// most 32 Ki, so no subscriber is more than 2 MiB behind (chatd's
     /// --max-queue is 4 MiB).
