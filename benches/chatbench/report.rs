@@ -293,7 +293,8 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
         match best {
             Some((kind, theirs)) => line(
                 format!(
-                    "{}: chatd {}/s ≥ 1.0 × the faster of nats and redis ({} {}/s): {:.2}×",
+                    "{}: chatd (store on) {}/s ≥ 1.0 × the faster of nats and redis pub/sub, which store \
+                     nothing ({} {}/s): {:.2}×",
                     scenario.label(),
                     rate(ours),
                     kind.name(),
