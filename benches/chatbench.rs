@@ -217,8 +217,13 @@ fn print_header(
         };
         println!("  {:<16} {}{extra}", kind.name(), kind.version());
     }
+    // redis and redis-streams are one program: say it once.
+    let mut said_missing: Vec<&str> = Vec::new();
     for (_, why) in missing {
-        println!("  {why}");
+        if !said_missing.contains(&why.as_str()) {
+            println!("  {why}");
+            said_missing.push(why);
+        }
     }
     if settings.quick {
         println!("  --quick: chatd-nostore, chatd-syncalways and redis-streams run in fan-out P=1 only");
