@@ -32,7 +32,8 @@ const FILL_PUBLISHERS: usize = 2;
 /// One member's connection, with tags on.
 struct Member {
     reader: BufReader<TcpStream>,
-    line: String,
+    /// The line being read: bytes, as a read timeout may cut a character.
+    line: Vec<u8>,
 }
 
 impl Member {
@@ -42,7 +43,7 @@ impl Member {
         stream.set_nodelay(true)?;
         // Reads wake at least this often to look at the deadline.
         stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let mut member = Member { reader: BufReader::with_capacity(256 * 1024, stream), line: String::new() };
+        let mut member = Member { reader: BufReader::with_capacity(256 * 1024, stream), line: Vec::new() };
         let deadline = Instant::now() + REPLY_LIMIT;
         member.expect("HELLO", deadline)?;
         member.send("TAGS\n")?;
@@ -58,13 +59,15 @@ impl Member {
     fn next_line(&mut self, deadline: Instant) -> anyhow::Result<Option<&str>> {
         self.line.clear();
         loop {
-            match self.reader.read_line(&mut self.line) {
+            match self.reader.read_until(b'\n', &mut self.line) {
                 Ok(0) => bail!("chatd closed the connection"),
-                Ok(_) if self.line.ends_with('\n') => {
+                Ok(_) if self.line.ends_with(b"\n") => {
                     self.line.pop();
-                    return Ok(Some(self.line.as_str()));
+                    let line = std::str::from_utf8(&self.line).context("a line from chatd that is not UTF-8")?;
+                    return Ok(Some(line));
                 }
-                // A line cut by a timeout: read_line keeps what it read.
+                // The rest of a line cut by a timeout: read_until keeps
+                // what it read.
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
