@@ -1,15 +1,15 @@
 //! chatbench: how fast, how far and how cheaply chatd copies each line to
-//! every member, measured from this process on 127.0.0.1, side by side with
-//! nats-server, redis-server and a plain Python threaded server when they are
-//! installed.
+//! every member, and what its history costs and gives, measured from this
+//! process on 127.0.0.1, side by side with nats-server, redis-server (pub/sub
+//! and streams) and a plain Python threaded server when they are installed.
 //!
 //! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,redis-streams,python|none]`
 //!
 //! The load generator is one thread over epoll, so it stays small next to
 //! the server (its CPU is printed beside the server's). The exit status is 0
 //! whatever the figures; 1 if the benchmark itself failed against chatd (a
-//! lost or reordered message, chatd crashed or would not stop); 2 for bad
-//! usage.
+//! lost or reordered message, a history replayed short by a chatd that
+//! wrote one, chatd crashed or would not stop); 2 for bad usage.
 
 #[path = "chatbench/histogram.rs"]
 mod histogram;
