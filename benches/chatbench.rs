@@ -1,18 +1,20 @@
 //! chatbench: how fast, how far and how cheaply chatd copies each line to
-//! every member, measured from this process on 127.0.0.1, side by side with
-//! nats-server, redis-server and a plain Python threaded server when they are
-//! installed.
+//! every member, and what its history costs and gives, measured from this
+//! process on 127.0.0.1, side by side with nats-server, redis-server (pub/sub
+//! and streams) and a plain Python threaded server when they are installed.
 //!
-//! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,python|none]`
+//! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,redis-streams,python|none]`
 //!
 //! The load generator is one thread over epoll, so it stays small next to
 //! the server (its CPU is printed beside the server's). The exit status is 0
 //! whatever the figures; 1 if the benchmark itself failed against chatd (a
-//! lost or reordered message, chatd crashed or would not stop); 2 for bad
-//! usage.
+//! lost or reordered message, a history replayed short by a chatd that
+//! wrote one, chatd crashed or would not stop); 2 for bad usage.
 
 #[path = "chatbench/histogram.rs"]
 mod histogram;
+#[path = "chatbench/history.rs"]
+mod history;
 #[path = "chatbench/load.rs"]
 mod load;
 #[path = "chatbench/net.rs"]
@@ -34,9 +36,9 @@ use std::time::{Duration, Instant};
 use scenarios::{chatd_options, Scenario, Settings};
 use servers::Kind;
 
-const USAGE: &str = "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow] \
-                     [--against nats,redis,python|none]";
-const GROUPS: [&str; 5] = ["fanout", "latency", "idle", "bulk", "slow"];
+const USAGE: &str = "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow,history] \
+                     [--against nats,redis,redis-streams,python|none]";
+const GROUPS: [&str; 6] = ["fanout", "latency", "idle", "bulk", "slow", "history"];
 
 #[derive(Debug)]
 struct Options {
@@ -46,7 +48,7 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut options = Options { quick: false, only: Vec::new(), against: vec![Kind::Nats, Kind::Redis, Kind::Python] };
+    let mut options = Options { quick: false, only: Vec::new(), against: Kind::OTHERS.to_vec() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -66,10 +68,11 @@ fn parse_args() -> Result<Options, String> {
                 let list = args.next().ok_or("--against needs a list")?;
                 options.against.clear();
                 for name in list.split(',').filter(|n| *n != "none") {
-                    let kind = Kind::ALL[1..].iter().find(|k| k.name() == name);
-                    options
-                        .against
-                        .push(*kind.ok_or_else(|| format!("unknown server {name:?}; choose nats, redis, python"))?);
+                    let kind = Kind::OTHERS.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+                        let names: Vec<&str> = Kind::OTHERS.iter().map(|k| k.name()).collect();
+                        format!("unknown server {name:?}; choose from {}", names.join(", "))
+                    })?;
+                    options.against.push(kind);
                 }
             }
             "-h" | "--help" => return Err(String::new()),
@@ -95,6 +98,11 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
     plan.extend(idle_sizes.iter().map(|&members| Scenario::Idle { members }));
     plan.push(Scenario::Bulk { lines: 100_000 });
     plan.push(Scenario::Slow { readers: 10 });
+    // --quick touches the history's code paths with smaller ones.
+    let (replayed, kept) = if quick { (1000, 100_000) } else { (10_000, 1_000_000) };
+    plan.push(Scenario::Replay { events: replayed });
+    plan.push(Scenario::Resume { events: replayed });
+    plan.push(Scenario::Startup { events: kept });
     let settings = if quick {
         Settings {
             run: Duration::from_secs(1),
@@ -103,6 +111,8 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
             settle_limit: Duration::from_secs(5),
             join_limit: Duration::from_secs(10),
             hold: Duration::from_millis(200),
+            fill_limit: Duration::from_secs(15),
+            quick: true,
         }
     } else {
         Settings {
@@ -112,6 +122,8 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
             settle_limit: Duration::from_secs(10),
             join_limit: Duration::from_secs(30),
             hold: Duration::from_secs(1),
+            fill_limit: Duration::from_secs(60),
+            quick: false,
         }
     };
     (plan, settings)
@@ -135,7 +147,7 @@ fn main() -> ExitCode {
     }
     let fd_limit = system::raise_fd_limit(65_536);
 
-    let mut kinds = vec![Kind::Chatd];
+    let mut kinds = Kind::CHATDS.to_vec();
     let mut missing = Vec::new();
     for &kind in &options.against {
         match kind.program() {
@@ -147,8 +159,8 @@ fn main() -> ExitCode {
 
     let mut rows = Vec::new();
     for &scenario in &plan {
-        for &kind in kinds.iter().filter(|k| scenario.applies_to(**k)) {
-            eprint!("chatbench: {:<26} {:<7} ", scenario.label(), kind.name());
+        for &kind in kinds.iter().filter(|k| settings.runs(scenario, **k)) {
+            eprint!("chatbench: {:<26} {:<16} ", scenario.label(), kind.name());
             let t = Instant::now();
             let row = scenarios::run(scenario, kind, &settings);
             let verdict = row.failure.as_deref().map_or("ok".to_owned(), |f| format!("FAILED: {f}"));
@@ -161,15 +173,16 @@ fn main() -> ExitCode {
     print!("{}", report::table(&rows));
     println!();
     let others: Vec<Kind> = kinds[1..].to_vec();
-    if !others.is_empty() {
-        print!("{}", report::ratios(&rows, &others));
+    let ratios = if others.is_empty() { String::new() } else { report::ratios(&rows, &others) };
+    if !ratios.is_empty() {
+        print!("{ratios}");
         println!();
     }
     print!("{}", report::targets(&rows, &missing));
     println!();
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
 
-    let failed: Vec<&report::Row> = rows.iter().filter(|r| r.kind == Kind::Chatd && r.failure.is_some()).collect();
+    let failed: Vec<&report::Row> = rows.iter().filter(|r| r.kind.is_chatd() && r.failure.is_some()).collect();
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -193,25 +206,44 @@ fn print_header(
     println!("chatbench ({mode}): {cpus} CPUs, open-file limit {fd_limit}, everything on 127.0.0.1");
     for &kind in kinds {
         let extra = match kind {
-            Kind::Chatd => " (this release build)",
+            Kind::Chatd => " (this release build, as shipped: the store on, --history 10000 --sync every-second)",
+            Kind::ChatdNoStore => " (the same, with the store off: --history 0)",
+            Kind::ChatdSyncAlways => " (the same, with --sync always)",
             Kind::Python => " running benches/baseline/chat_server.py (a thread per client, one lock)",
+            Kind::RedisStreams => {
+                " (a stream: XADD / XREAD BLOCK, --appendonly yes --appendfsync everysec, its own --dir)"
+            }
             _ => " (pub/sub on one subject)",
         };
-        println!("  {:<7} {}{extra}", kind.name(), kind.version());
+        println!("  {:<16} {}{extra}", kind.name(), kind.version());
     }
+    // redis and redis-streams are one program: say it once.
+    let mut said_missing: Vec<&str> = Vec::new();
     for (_, why) in missing {
-        println!("  {why}");
+        if !said_missing.contains(&why.as_str()) {
+            println!("  {why}");
+            said_missing.push(why);
+        }
+    }
+    if settings.quick {
+        println!("  --quick: chatd-nostore, chatd-syncalways and redis-streams run in fan-out P=1 only");
     }
     let mut said = Vec::new();
     for &scenario in plan {
         let options = chatd_options(scenario).join(" ");
         let options = if options.is_empty() { "defaults".to_owned() } else { options };
-        if !said.iter().any(|(g, _)| *g == scenario.group()) {
-            said.push((scenario.group(), options));
+        // A group's options once; a scenario that differs from them on its own.
+        match said.iter().find(|(g, _)| *g == scenario.group()) {
+            None => said.push((scenario.group().to_owned(), options)),
+            Some((_, first)) if *first != options => said.push((scenario.label(), options)),
+            Some(_) => {}
         }
     }
-    let said: Vec<String> = said.iter().map(|(group, options)| format!("{group}: {options}")).collect();
-    println!("  chatd options (after --bind 127.0.0.1:0 -q): {}", said.join("; "));
+    let said: Vec<String> = said.iter().map(|(what, options)| format!("{what}: {options}")).collect();
+    println!(
+        "  chatd options (after --bind 127.0.0.1:0 -q --data-dir DIR, a new DIR under target/tmp each time): {}",
+        said.join("; ")
+    );
     println!(
         "  generator: one thread, level-triggered epoll, non-blocking sockets; 56-byte payloads (64-byte chatd lines) \
          stamped with CLOCK_MONOTONIC; fan-out keeps {}k deliveries in flight (at most 32k messages), publishes for {:.0} s",

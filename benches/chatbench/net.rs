@@ -161,8 +161,10 @@ impl Net {
         let now = now_ns();
         let data = &buf[..kept + n];
         let out = &mut conn.out;
-        let used = conn.proto.parse(data, &mut |event| match event {
+        let proto = conn.proto;
+        let used = proto.parse(data, &mut |event| match event {
             Event::ServerPing => out.extend_from_slice(b"PONG\r\n"),
+            Event::Resume(entry_id) => proto.resume(out, entry_id),
             event => handler.event(id, event, now),
         });
         let used = used.map_err(|e| anyhow!("connection {id}: {e}"))?;

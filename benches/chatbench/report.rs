@@ -29,6 +29,12 @@ pub struct Row {
     pub held: Option<bool>,
     pub wall: Option<Duration>,
     pub stall_ns: Option<u64>,
+    /// chatd's start-up: with the history, and with an empty one.
+    pub startup: Option<(Duration, Duration)>,
+    /// chatd's VmRSS with one member: with the history, and an empty room.
+    pub rss_history_kib: Option<(u64, u64)>,
+    /// The store's `*.log` bytes over the events written.
+    pub bytes_per_event: Option<f64>,
     pub notes: Vec<String>,
     /// Why the scenario failed: it could not run, the server crashed, or a
     /// delivery was lost.
@@ -56,6 +62,9 @@ impl Row {
             held: None,
             wall: None,
             stall_ns: None,
+            startup: None,
+            rss_history_kib: None,
+            bytes_per_event: None,
             notes: Vec::new(),
             failure: None,
             incomplete: None,
@@ -92,6 +101,19 @@ fn count(n: u64) -> String {
         _ if n % 1000 == 0 || n < 10_000_000 => format!("{:.1}k", n as f64 / 1e3).replace(".0k", "k"),
         _ => format!("{:.3}M", n as f64 / 1e6),
     }
+}
+
+/// 1000000 → `1,000,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 fn percent(fraction: f64) -> String {
@@ -190,6 +212,8 @@ fn headline(row: &Row) -> Option<(&'static str, f64, bool)> {
         Scenario::Idle { .. } => row.rss_per_member_kib.map(|k| ("RSS/member", k, false)),
         Scenario::Bulk { .. } => row.wall.map(|w| ("wall time", w.as_secs_f64(), false)),
         Scenario::Slow { .. } => row.stall_ns.map(|s| ("longest stall", s as f64, false)),
+        // chatd's alone: nothing to compare with.
+        Scenario::Replay { .. } | Scenario::Resume { .. } | Scenario::Startup { .. } => None,
     }
 }
 
@@ -201,32 +225,37 @@ fn find(rows: &[Row], scenario: Scenario, kind: Kind) -> Option<&Row> {
 pub fn ratios(rows: &[Row], others: &[Kind]) -> String {
     let mut out =
         String::from("ratios chatd/other (higher-is-better figures: > 1 means chatd ahead; lower-is-better: < 1)\n");
-    let scenarios = scenarios_of(rows, |_| true);
-    out.push_str(&format!("  {:<24} {:<26}", "scenario", "figure"));
-    for kind in others {
-        out.push_str(&format!(" {:>12}", format!("chatd/{}", kind.name())));
+    let scenarios = scenarios_of(rows, |s| find(rows, s, Kind::Chatd).and_then(headline).is_some());
+    if scenarios.is_empty() {
+        return String::new();
+    }
+    out.push_str(&format!("  {:<24} {:<32}", "scenario", "figure"));
+    let heads: Vec<String> = others.iter().map(|kind| format!("chatd/{}", kind.name())).collect();
+    let width = |i: usize| heads[i].chars().count().max(12);
+    for (i, head) in heads.iter().enumerate() {
+        out.push_str(&format!(" {head:>w$}", w = width(i)));
     }
     out.push('\n');
     for scenario in scenarios {
         let Some((figure, ours, higher)) = find(rows, scenario, Kind::Chatd).and_then(headline) else { continue };
         let direction = if higher { "higher is better" } else { "lower is better" };
-        out.push_str(&format!("  {:<24} {:<26}", scenario.label(), format!("{figure} ({direction})")));
-        for &kind in others {
+        out.push_str(&format!("  {:<24} {:<32}", scenario.label(), format!("{figure} ({direction})")));
+        for (i, &kind) in others.iter().enumerate() {
             let theirs = find(rows, scenario, kind).and_then(headline).map(|(_, v, _)| v);
             let cell = match theirs {
                 Some(v) if v > 0.0 => format!("{:.2}×", ours / v),
                 _ => "-".into(),
             };
-            out.push_str(&format!(" {cell:>12}"));
+            out.push_str(&format!(" {cell:>w$}", w = width(i)));
         }
         out.push('\n');
         if let Scenario::Idle { .. } = scenario {
             let join = |kind| find(rows, scenario, kind).and_then(|r| r.join).map(|d| d.as_secs_f64());
             if let Some(ours) = join(Kind::Chatd) {
-                out.push_str(&format!("  {:<24} {:<26}", "", "join time (lower is better)"));
-                for &kind in others {
+                out.push_str(&format!("  {:<24} {:<32}", "", "join time (lower is better)"));
+                for (i, &kind) in others.iter().enumerate() {
                     let cell = join(kind).filter(|&v| v > 0.0).map_or("-".into(), |v| format!("{:.2}×", ours / v));
-                    out.push_str(&format!(" {cell:>12}"));
+                    out.push_str(&format!(" {cell:>w$}", w = width(i)));
                 }
                 out.push('\n');
             }
@@ -238,11 +267,12 @@ pub fn ratios(rows: &[Row], others: &[Kind]) -> String {
 /// The issue's targets, each with what was measured.
 pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
     let mut out = String::from("targets (information only; the exit status does not depend on them)\n");
-    let mut line = |text: String, pass: Option<bool>| {
-        let verdict = match pass {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "n/a",
+    let mut line = |text: String, verdict: Verdict| {
+        let verdict = match verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::NotRun => "n/a",
+            Verdict::Info => "info",
         };
         out.push_str(&format!("  {verdict:<5} {text}\n"));
     };
@@ -263,19 +293,58 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
         match best {
             Some((kind, theirs)) => line(
                 format!(
-                    "{}: chatd {}/s ≥ 1.0 × the faster of nats and redis ({} {}/s): {:.2}×",
+                    "{}: chatd (store on) {}/s ≥ 1.0 × the faster of nats and redis pub/sub, which store \
+                     nothing ({} {}/s): {:.2}×",
                     scenario.label(),
                     rate(ours),
                     kind.name(),
                     rate(theirs),
                     ours / theirs
                 ),
-                Some(ours >= theirs),
+                check(ours >= theirs),
             ),
             None => line(
                 format!("{}: chatd {}/s vs nats/redis: {}", scenario.label(), rate(ours), why_missing(Kind::Nats)),
-                None,
+                Verdict::NotRun,
             ),
+        }
+        match ok(find(rows, *scenario, Kind::ChatdNoStore)).and_then(|r| r.rate) {
+            Some(off) => line(
+                format!(
+                    "{}: store on / store off ≥ 0.9× (chatd {}/s, chatd --history 0 {}/s): {:.2}×",
+                    scenario.label(),
+                    rate(ours),
+                    rate(off),
+                    ours / off
+                ),
+                check(ours >= 0.9 * off),
+            ),
+            None => {
+                line(format!("{}: store on / store off: chatd --history 0 not run", scenario.label()), Verdict::NotRun)
+            }
+        }
+        if let Some(streams) = ok(find(rows, *scenario, Kind::RedisStreams)).and_then(|r| r.rate) {
+            line(
+                format!(
+                    "{}: chatd {}/s beside redis streams (durable too, appendfsync everysec) {}/s: {:.2}× (no target)",
+                    scenario.label(),
+                    rate(ours),
+                    rate(streams),
+                    ours / streams
+                ),
+                Verdict::Info,
+            );
+        }
+        if let Some(always) = ok(find(rows, *scenario, Kind::ChatdSyncAlways)).and_then(|r| r.rate) {
+            line(
+                format!(
+                    "{}: with --sync always chatd delivers {}/s, {:.2}× as shipped (no target)",
+                    scenario.label(),
+                    rate(always),
+                    always / ours
+                ),
+                Verdict::Info,
+            );
         }
         match ok(find(rows, *scenario, Kind::Python)).and_then(|r| r.rate) {
             Some(theirs) => line(
@@ -286,9 +355,9 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
                     rate(theirs),
                     ours / theirs
                 ),
-                Some(ours >= 10.0 * theirs),
+                check(ours >= 10.0 * theirs),
             ),
-            None => line(format!("{}: vs python: {}", scenario.label(), why_missing(Kind::Python)), None),
+            None => line(format!("{}: vs python: {}", scenario.label(), why_missing(Kind::Python)), Verdict::NotRun),
         }
     }
     for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Latency { .. })) {
@@ -296,30 +365,30 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
         match ok(find(rows, scenario, Kind::Nats)).and_then(|r| r.p99_ns) {
             Some(theirs) => line(
                 format!("{}: chatd p99 {} ≤ nats p99 {}", scenario.label(), nanos(ours), nanos(theirs)),
-                Some(ours <= theirs),
+                check(ours <= theirs),
             ),
             None => line(
                 format!("{}: chatd p99 {}; nats: {}", scenario.label(), nanos(ours), why_missing(Kind::Nats)),
-                None,
+                Verdict::NotRun,
             ),
         }
     }
     for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Idle { .. })) {
         let Some(row) = chatd(scenario) else { continue };
         if let Some(kib) = row.rss_per_member_kib {
-            line(format!("{}: RSS {kib:.1} KiB per idle member ≤ 20 KiB", scenario.label()), Some(kib <= 20.0));
+            line(format!("{}: RSS {kib:.1} KiB per idle member ≤ 20 KiB", scenario.label()), check(kib <= 20.0));
         }
         if let Scenario::Idle { members: 10_000.. } = scenario {
             let held = row.held == Some(true);
             let join = row.join.map_or("not all joined".into(), |d| format!("all joined in {:.2} s", d.as_secs_f64()));
             line(
                 format!("{}: 10,000 members held ({}), all joined within 5 s ({join})", scenario.label(), yes(held)),
-                Some(held && row.join.is_some_and(|d| d <= Duration::from_secs(5))),
+                check(held && row.join.is_some_and(|d| d <= Duration::from_secs(5))),
             );
         }
     }
     if !rows.iter().any(|r| matches!(r.scenario, Scenario::Idle { members: 10_000.. })) {
-        line("10,000 members held, joined within 5 s: not run (the full run has it)".into(), None);
+        line("10,000 members held, joined within 5 s: not run (the full run has it)".into(), Verdict::NotRun);
     }
     for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Slow { .. })) {
         if let Some(stall) = chatd(scenario).and_then(|r| r.stall_ns) {
@@ -329,7 +398,7 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
                     scenario.label(),
                     nanos(stall)
                 ),
-                Some(stall <= 100_000_000),
+                check(stall <= 100_000_000),
             );
         }
     }
@@ -337,11 +406,108 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
         if let Some(wall) = ok(chatd(scenario)).and_then(|r| r.wall) {
             line(
                 format!("{}: seq 100000 | chat-send < 1 s ({:.3} s)", scenario.label(), wall.as_secs_f64()),
-                Some(wall < Duration::from_secs(1)),
+                check(wall < Duration::from_secs(1)),
             );
         }
     }
+    history_targets(rows, &mut line);
     out
+}
+
+/// The history's figures: the issue gives targets for the start-up and its
+/// memory; the replays and the bytes on disk are printed for information.
+fn history_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
+    let chatd = |scenario| find(rows, scenario, Kind::Chatd);
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Replay { .. } | Scenario::Resume { .. })) {
+        let Some(row) = chatd(scenario) else { continue };
+        let what = match scenario {
+            Scenario::Replay { .. } => "from JOIN … LAST to the last replayed line",
+            _ => "from JOIN … SINCE to the last replayed line",
+        };
+        let label = scenario.label();
+        match (row.delivered, row.wall, &row.failure) {
+            (Some((got, asked)), Some(wall), None) if got == asked => line(
+                format!(
+                    "{label}: {what}: {:.1} ms for {got} lines, {}/s (no target)",
+                    wall.as_secs_f64() * 1e3,
+                    rate(got as f64 / wall.as_secs_f64())
+                ),
+                Verdict::Info,
+            ),
+            (Some((got, asked)), _, _) => {
+                line(format!("{label}: {what}: SHORT, {got} of {asked} events replayed"), Verdict::Miss)
+            }
+            (None, _, failure) => {
+                line(format!("{label}: {what}: not measured ({})", failure.as_deref().unwrap_or("?")), Verdict::Miss)
+            }
+        }
+    }
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::Startup { .. })) {
+        let Scenario::Startup { events } = scenario else { continue };
+        let Some(row) = chatd(scenario) else { continue };
+        let label = scenario.label();
+        let scale = if events < 1_000_000 { " (the target is for 1,000,000 events: the full run)" } else { "" };
+        if let Some(failure) = &row.failure {
+            line(format!("{label}: FAILED: {failure}"), Verdict::Miss);
+        }
+        match row.startup {
+            Some((with, empty)) => line(
+                format!(
+                    "{label}: chatd listening < 1 s after it is started on {} events of history \
+                     ({:.3} s; {:.3} s on an empty one){scale}",
+                    thousands(events),
+                    with.as_secs_f64(),
+                    empty.as_secs_f64()
+                ),
+                check(with < Duration::from_secs(1) && row.incomplete.is_none()),
+            ),
+            None => line(format!("{label}: start-up: not measured"), Verdict::Miss),
+        }
+        if let Some((with, empty)) = row.rss_history_kib {
+            let more = (with as f64 - empty as f64) / 1024.0;
+            line(
+                format!(
+                    "{label}: chatd's RSS with {} events of history within 10 MiB of an empty room's, one member \
+                     joined ({:.1} MiB vs {:.1} MiB: {more:+.1} MiB){scale}",
+                    thousands(events),
+                    with as f64 / 1024.0,
+                    empty as f64 / 1024.0
+                ),
+                check(more <= 10.0 && row.incomplete.is_none()),
+            );
+        }
+        match row.bytes_per_event {
+            Some(bytes) => line(
+                format!(
+                    "{label}: the store takes {bytes:.1} bytes per event (*.log size; 64-byte MSG lines) (no target)"
+                ),
+                Verdict::Info,
+            ),
+            None => line(format!("{label}: store bytes per event: no *.log in the data dir"), Verdict::Miss),
+        }
+        if let Some(incomplete) = &row.incomplete {
+            line(format!("{label}: {incomplete}"), Verdict::Miss);
+        }
+    }
+}
+
+/// What a target line says of its figure.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Pass,
+    Miss,
+    /// Not measured in this run (a server missing, a scenario left out).
+    NotRun,
+    /// A figure printed for information, with no target.
+    Info,
+}
+
+fn check(pass: bool) -> Verdict {
+    if pass {
+        Verdict::Pass
+    } else {
+        Verdict::Miss
+    }
 }
 
 fn yes(b: bool) -> &'static str {

@@ -1,5 +1,6 @@
-//! The five scenarios. Each starts its own server, so memory and CPU figures
+//! The scenarios. Each starts its own server, so memory and CPU figures
 //! belong to it alone, runs within its time limits, and fills one `Row`.
+//! The history ones, chatd's alone, are in `history.rs`.
 
 use std::fs::File;
 use std::io::Write;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use nix::sys::resource::{getrusage, UsageWho};
 
+use crate::history;
 use crate::load::{Load, Pace, Payloads, Role};
 use crate::report::Row;
 use crate::servers::{Kind, Server, CHAT_SEND};
@@ -27,6 +29,14 @@ pub enum Scenario {
     Bulk { lines: u64 },
     /// `readers` fed at full speed while one more member never reads.
     Slow { readers: usize },
+    /// A room of `events` messages; a new member asks for them all with
+    /// `JOIN … LAST events`.
+    Replay { events: u64 },
+    /// A member leaves, `events` events happen, it comes back with `SINCE`.
+    Resume { events: u64 },
+    /// chatd restarted on a history of `events` messages (`--history events`):
+    /// its start-up time, memory, and bytes on disk.
+    Startup { events: u64 },
 }
 
 /// Durations and sizes, from `--quick` or not.
@@ -47,9 +57,20 @@ pub struct Settings {
     pub join_limit: Duration,
     /// How long idle members are held (and kept reading) after joining.
     pub hold: Duration,
+    /// How long filling the history for a start-up may take.
+    pub fill_limit: Duration,
+    /// `--quick`: chatd's variants and Redis streams run in one fan-out only.
+    pub quick: bool,
 }
 
 impl Settings {
+    /// Whether `kind` runs `scenario` in this run.
+    pub fn runs(&self, scenario: Scenario, kind: Kind) -> bool {
+        let extra = matches!(kind, Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::RedisStreams);
+        scenario.applies_to(kind)
+            && !(self.quick && extra && !matches!(scenario, Scenario::Fanout { publishers: 1, .. }))
+    }
+
     /// Messages in flight for `subscribers`, all publishers together; at
     /// most 32 Ki, so no subscriber is more than 2 MiB behind (chatd's
     /// --max-queue is 4 MiB).
@@ -58,17 +79,27 @@ impl Settings {
     }
 }
 
-/// chatd's options in each scenario, beyond `--bind 127.0.0.1:0 -q`: enough
-/// clients for the members, and no flood control where publishers must go at
-/// full speed. Bulk uses the defaults, as a user would.
-pub fn chatd_options(scenario: Scenario) -> &'static [&'static str] {
-    match scenario {
-        Scenario::Fanout { .. } | Scenario::Latency { .. } | Scenario::Slow { .. } => {
-            &["--max-clients", "20000", "--rate-limit", "0"]
-        }
+/// chatd's options in each scenario, beyond `--bind 127.0.0.1:0 -q` and its
+/// data directory: enough clients for the members, and no flood control
+/// where publishers must go at full speed (or fill a history fast). Bulk
+/// uses the defaults, as a user would; the history is the default's
+/// (10,000 events) but for the start-up's big one.
+pub fn chatd_options(scenario: Scenario) -> Vec<String> {
+    let options: &[&str] = match scenario {
+        Scenario::Fanout { .. }
+        | Scenario::Latency { .. }
+        | Scenario::Slow { .. }
+        | Scenario::Replay { .. }
+        | Scenario::Resume { .. }
+        | Scenario::Startup { .. } => &["--max-clients", "20000", "--rate-limit", "0"],
         Scenario::Idle { .. } => &["--max-clients", "20000"],
         Scenario::Bulk { .. } => &[],
+    };
+    let mut options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+    if let Scenario::Startup { events } = scenario {
+        options.extend(["--history".to_owned(), events.to_string()]);
     }
+    options
 }
 
 impl Scenario {
@@ -81,6 +112,12 @@ impl Scenario {
             Scenario::Idle { members } => format!("idle N={members}"),
             Scenario::Bulk { lines } => format!("bulk {}k lines", lines / 1000),
             Scenario::Slow { readers } => format!("slow 1+{readers}"),
+            Scenario::Replay { events } => format!("history LAST {events}"),
+            Scenario::Resume { events } => format!("history SINCE +{events}"),
+            Scenario::Startup { events } if events % 1_000_000 == 0 => {
+                format!("history start-up {}M", events / 1_000_000)
+            }
+            Scenario::Startup { events } => format!("history start-up {}k", events / 1000),
         }
     }
 
@@ -92,12 +129,25 @@ impl Scenario {
             Scenario::Idle { .. } => "idle",
             Scenario::Bulk { .. } => "bulk",
             Scenario::Slow { .. } => "slow",
+            Scenario::Replay { .. } | Scenario::Resume { .. } | Scenario::Startup { .. } => "history",
         }
     }
 
-    /// Bulk needs chat-send, which speaks chat only.
+    /// Bulk needs chat-send, which speaks chat only. chatd's variants (the
+    /// store off, `--sync always`) show what the store costs where it costs
+    /// most: fan-out to 100 members and more.
     pub fn applies_to(self, kind: Kind) -> bool {
-        !matches!(self, Scenario::Bulk { .. }) || matches!(kind, Kind::Chatd | Kind::Python)
+        match (self, kind) {
+            (Scenario::Replay { .. } | Scenario::Resume { .. } | Scenario::Startup { .. }, kind) => kind == Kind::Chatd,
+            (Scenario::Fanout { subscribers, .. }, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => subscribers >= 100,
+            (_, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => false,
+            // A stream's subscriber is blocked in XREAD: it cannot answer the
+            // pings that idle and slow rely on.
+            (Scenario::Fanout { .. } | Scenario::Latency { .. }, Kind::RedisStreams) => true,
+            (_, Kind::RedisStreams) => false,
+            (Scenario::Bulk { .. }, kind) => matches!(kind, Kind::Chatd | Kind::Python),
+            _ => true,
+        }
     }
 }
 
@@ -105,8 +155,16 @@ impl Scenario {
 /// the scenario or of the server is in `row.failure`.
 pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
     let mut row = Row::new(scenario, kind);
-    let options = if kind == Kind::Chatd { chatd_options(scenario) } else { &[] };
-    let mut server = match Server::start(kind, options) {
+    if let Scenario::Startup { events } = scenario {
+        // Starts and stops its servers itself.
+        if let Err(e) = history::startup(&mut row, events, settings.fill_limit) {
+            row.failure.get_or_insert(format!("{e:#}"));
+        }
+        return row;
+    }
+    let options = if kind.is_chatd() { chatd_options(scenario) } else { Vec::new() };
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let mut server = match Server::start(kind, &options) {
         Ok(server) => server,
         Err(e) => {
             row.failure = Some(format!("{e:#}"));
@@ -119,8 +177,11 @@ pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
         Scenario::Idle { members } => idle(&server, &mut row, members, settings),
         Scenario::Bulk { lines } => bulk(&server, &mut row, lines),
         Scenario::Slow { readers } => slow(&server, &mut row, readers, settings),
+        Scenario::Replay { events } => history::replay_last(&server, &mut row, events),
+        Scenario::Resume { events } => history::resume_since(&server, &mut row, events),
+        Scenario::Startup { .. } => unreachable!("handled above"),
     };
-    if kind == Kind::Chatd {
+    if kind.is_chatd() {
         row.notes.extend(server.logged().map(|log| format!("chatd: {log}")));
     }
     // A crash explains any failure best; then the scenario's own; then a
@@ -172,7 +233,7 @@ fn roles(subscribers: usize, silent: usize, publishers: usize) -> Vec<Role> {
 
 /// Connects and joins everyone, then waits until each has read what the
 /// joins sent it (chat's `JOINED` lines), so the measurement starts clean.
-fn join_all(server: &Server, roles: &[Role], payloads: Payloads) -> anyhow::Result<Load> {
+pub fn join_all(server: &Server, roles: &[Role], payloads: Payloads) -> anyhow::Result<Load> {
     let mut load = Load::new(server.kind.proto(), server.addr, payloads)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let joined = load.join(roles, 100, deadline)?;

@@ -2,12 +2,18 @@
 //! stopped after it: chatd (the release build cargo made for this bench),
 //! and for comparison nats-server, redis-server and the Python baseline when
 //! their programs are installed.
+//!
+//! chatd keeps its history in a data directory and refuses a second chatd on
+//! one directory, so every chatd gets a fresh one of its own under
+//! `target/tmp` ([`DataDir`]), never the user's default, removed afterwards.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,38 +31,68 @@ const PYTHON_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/baseli
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// chatd as shipped: the store on, with its default options.
     Chatd,
+    /// chatd with the store off (`--history 0`), to see what the store costs.
+    ChatdNoStore,
+    /// chatd with every event on the disk before anyone is sent it
+    /// (`--sync always`).
+    ChatdSyncAlways,
     Nats,
+    /// redis-server's pub/sub, which keeps nothing.
     Redis,
+    /// redis-server's streams, kept in its append-only file (fsynced every
+    /// second): the durable peer of chatd's store.
+    RedisStreams,
     Python,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Chatd, Kind::Nats, Kind::Redis, Kind::Python];
+    /// The servers chatd is compared with, for `--against`.
+    pub const OTHERS: [Kind; 4] = [Kind::Nats, Kind::Redis, Kind::RedisStreams, Kind::Python];
+    /// chatd and the variants of its options that run beside it.
+    pub const CHATDS: [Kind; 3] = [Kind::Chatd, Kind::ChatdNoStore, Kind::ChatdSyncAlways];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Chatd => "chatd",
+            Kind::ChatdNoStore => "chatd-nostore",
+            Kind::ChatdSyncAlways => "chatd-syncalways",
             Kind::Nats => "nats",
             Kind::Redis => "redis",
+            Kind::RedisStreams => "redis-streams",
             Kind::Python => "python",
+        }
+    }
+
+    pub fn is_chatd(self) -> bool {
+        Kind::CHATDS.contains(&self)
+    }
+
+    /// What this variant of chatd adds to every scenario's options.
+    pub fn chatd_variant(self) -> &'static [&'static str] {
+        match self {
+            Kind::ChatdNoStore => &["--history", "0"],
+            Kind::ChatdSyncAlways => &["--sync", "always"],
+            _ => &[],
         }
     }
 
     pub fn proto(self) -> Proto {
         match self {
-            Kind::Chatd | Kind::Python => Proto::Chat,
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::Python => Proto::Chat,
             Kind::Nats => Proto::Nats,
             Kind::Redis => Proto::Redis,
+            Kind::RedisStreams => Proto::RedisStreams,
         }
     }
 
     /// The program to run, or why it cannot be.
     pub fn program(self) -> Result<PathBuf, String> {
         let (name, package) = match self {
-            Kind::Chatd => return Ok(PathBuf::from(CHATD)),
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => return Ok(PathBuf::from(CHATD)),
             Kind::Nats => ("nats-server", "nats-server"),
-            Kind::Redis => ("redis-server", "redis-server"),
+            Kind::Redis | Kind::RedisStreams => ("redis-server", "redis-server"),
             Kind::Python => ("python3", "python3"),
         };
         find_program(name).ok_or_else(|| format!("{name} not installed; apt-get install {package} to compare"))
@@ -65,10 +101,69 @@ impl Kind {
     /// The program's version, for the header.
     pub fn version(self) -> String {
         let Ok(program) = self.program() else { return "not installed".into() };
-        let flag = if self == Kind::Chatd { "-V" } else { "--version" };
+        let flag = if self.is_chatd() { "-V" } else { "--version" };
         let out = Command::new(program).arg(flag).output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_owned())
             .unwrap_or_default()
+    }
+}
+
+/// A fresh, empty directory under `target/tmp` for one server's data,
+/// removed with everything in it when the last holder drops it. A server
+/// restarted on the same history shares it (`Rc`).
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// Makes `target/tmp/chatbench-data/<label>-<pid>-<n>`, new and empty.
+    pub fn new(label: &str) -> anyhow::Result<Rc<DataDir>> {
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("chatbench-data")
+            .join(format!("{label}-{}-{n}", std::process::id()));
+        // A directory left by an earlier run that was killed, if the pid
+        // came round again: it must not hand this server an old history.
+        if path.exists() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Rc::new(DataDir { path }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The files in the directory (and below) whose names end in `suffix`:
+    /// how many, their sizes added up, and the bytes the disk gave them
+    /// (more than the size where space is reserved ahead of writes).
+    pub fn files(&self, suffix: &str) -> anyhow::Result<(usize, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut totals = (0, 0, 0);
+        let mut dirs = vec![self.path.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else if entry.file_name().to_string_lossy().ends_with(suffix) {
+                    totals.0 += 1;
+                    totals.1 += meta.len();
+                    totals.2 += meta.blocks() * 512;
+                }
+            }
+        }
+        Ok(totals)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -76,25 +171,49 @@ impl Kind {
 pub struct Server {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// From spawning the program to its accepting connections (chatd: to
+    /// its `listening on` line, which comes once its history is loaded).
+    pub startup: Duration,
     child: Child,
     log: PathBuf,
+    /// Kept until the server is dropped: the directory goes with the last.
+    data: Option<Rc<DataDir>>,
 }
 
 impl Server {
     /// Starts a `kind` server on 127.0.0.1 (chatd with `options` added) and
     /// waits until it accepts connections.
     pub fn start(kind: Kind, options: &[&str]) -> anyhow::Result<Server> {
+        Server::start_on(kind, options, None, Duration::from_secs(10))
+    }
+
+    /// Starts a `kind` server on `data` (chatd's `--data-dir`; a new one when
+    /// none is given), allowing it `limit` to come up.
+    pub fn start_on(
+        kind: Kind,
+        options: &[&str],
+        data: Option<Rc<DataDir>>,
+        limit: Duration,
+    ) -> anyhow::Result<Server> {
         let program = kind.program().map_err(|e| anyhow!(e))?;
+        let data = match data {
+            None if kind.is_chatd() || kind == Kind::RedisStreams => Some(DataDir::new(kind.name())?),
+            data => data,
+        };
         let log = log_path(kind);
         let stderr = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(&program);
         command.stdin(Stdio::null()).stderr(stderr);
         let port = match kind {
-            Kind::Nats | Kind::Redis => free_port()?,
-            Kind::Chatd | Kind::Python => 0,
+            Kind::Nats | Kind::Redis | Kind::RedisStreams => free_port()?,
+            _ => 0,
         };
         match kind {
-            Kind::Chatd => command.args(["--bind", "127.0.0.1:0", "-q"]).args(options),
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => {
+                let data = data.as_ref().expect("chatd always has a data directory");
+                command.arg("--data-dir").arg(data.path());
+                command.args(["--bind", "127.0.0.1:0", "-q"]).args(kind.chatd_variant()).args(options)
+            }
             Kind::Python => command.arg(PYTHON_SERVER),
             Kind::Nats => command.args(["-a", "127.0.0.1", "-p", &port.to_string()]),
             Kind::Redis => command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]).args([
@@ -105,17 +224,32 @@ impl Server {
                 "--maxclients",
                 "20000",
             ]),
+            Kind::RedisStreams => {
+                let data = data.as_ref().expect("redis streams always have a data directory");
+                command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]).arg("--dir").arg(data.path()).args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--maxclients",
+                    "20000",
+                ])
+            }
         };
-        let announces = matches!(kind, Kind::Chatd | Kind::Python);
+        let announces = kind.is_chatd() || kind == Kind::Python;
         command.stdout(if announces { Stdio::piped() } else { Stdio::null() });
+        let spawned = Instant::now();
         let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
         let addr = if announces {
             let stdout = child.stdout.take().expect("piped");
-            wait_for_announcement(stdout, Duration::from_secs(10))
+            wait_for_announcement(stdout, limit)
         } else {
-            wait_for_port(port, Duration::from_secs(10))
+            wait_for_port(port, limit)
         };
-        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), child, log };
+        let startup = spawned.elapsed();
+        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), startup, child, log, data };
         match addr {
             Ok(addr) => server.addr = addr,
             Err(e) => {
@@ -125,6 +259,11 @@ impl Server {
             }
         }
         Ok(server)
+    }
+
+    /// chatd's `--data-dir`, Redis streams' `--dir`.
+    pub fn data(&self) -> Option<&DataDir> {
+        self.data.as_deref()
     }
 
     pub fn pid(&self) -> u32 {
@@ -180,7 +319,7 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(10));
         };
-        if self.kind == Kind::Chatd && !status.success() {
+        if self.kind.is_chatd() && !status.success() {
             bail!("chatd exited with {} after SIGTERM; see {}", describe(status), self.log.display());
         }
         Ok(())

@@ -1,5 +1,5 @@
-//! The three wire protocols the generator speaks, each reduced to what a
-//! room needs: join (or subscribe), publish, ping, and the events read back.
+//! The wire protocols the generator speaks, each reduced to what a room
+//! needs: join (or subscribe), publish, ping, and the events read back.
 //! Parsing works on the bytes as read, by hand, without allocating.
 //!
 //! Every message carries the same payload whatever the protocol:
@@ -18,7 +18,15 @@ pub enum Proto {
     Nats,
     /// Redis's RESP, pub/sub.
     Redis,
+    /// Redis's RESP, a stream: `XADD room * m <payload>` to publish; each
+    /// subscriber loops on `XREAD COUNT 500 BLOCK 0 STREAMS room <id>`, from
+    /// `$` (what comes after it subscribed) and then from the last id it read.
+    RedisStreams,
 }
+
+/// Entries one `XREAD` returns at most: a reply must fit in the generator's
+/// read buffer (an entry is about 100 bytes).
+const XREAD_COUNT: &str = "500";
 
 /// What one unit read from a server means to the generator.
 #[derive(Debug)]
@@ -35,6 +43,8 @@ pub enum Event<'a> {
     Error(&'a [u8]),
     /// NATS's keepalive: answer `PONG`.
     ServerPing,
+    /// A Redis stream subscriber read up to this entry id: ask for more.
+    Resume(&'a [u8]),
     Other,
 }
 
@@ -48,16 +58,36 @@ impl Proto {
             (Proto::Nats, true) => format!("{}SUB room 1\r\nPING\r\n", nats_connect(name)),
             (Proto::Nats, false) => format!("{}PING\r\n", nats_connect(name)),
             (Proto::Redis, true) => "*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nroom\r\n".to_owned(),
-            (Proto::Redis, false) => "*1\r\n$4\r\nPING\r\n".to_owned(),
+            (Proto::Redis | Proto::RedisStreams, false) => "*1\r\n$4\r\nPING\r\n".to_owned(),
+            // The PONG says it is ready: Redis handles both commands of one
+            // read before it replies, so XREAD is waiting by then.
+            (Proto::RedisStreams, true) => {
+                let mut out = b"*1\r\n$4\r\nPING\r\n".to_vec();
+                Proto::RedisStreams.resume(&mut out, b"$");
+                return out;
+            }
         };
         text.into_bytes()
+    }
+
+    /// A Redis stream subscriber's next read, for the entries after `id`.
+    pub fn resume(self, out: &mut Vec<u8>, id: &[u8]) {
+        debug_assert_eq!(self, Proto::RedisStreams);
+        write_command(out, &[b"XREAD", b"COUNT", XREAD_COUNT.as_bytes(), b"BLOCK", b"0", b"STREAMS", b"room", id]);
+    }
+
+    /// Whether a subscriber answers a ping while it listens. A Redis stream
+    /// subscriber is blocked in `XREAD`, and would answer only after its
+    /// next delivery: the generator counts its deliveries instead.
+    pub fn pings_subscribers(self) -> bool {
+        self != Proto::RedisStreams
     }
 
     pub fn ping(self, out: &mut Vec<u8>) {
         out.extend_from_slice(match self {
             Proto::Chat => b"PING b\n",
             Proto::Nats => b"PING\r\n",
-            Proto::Redis => b"*1\r\n$4\r\nPING\r\n",
+            Proto::Redis | Proto::RedisStreams => b"*1\r\n$4\r\nPING\r\n",
         });
     }
 
@@ -67,6 +97,7 @@ impl Proto {
             Proto::Chat => b"MSG ",
             Proto::Nats => b"PUB room 56\r\n",
             Proto::Redis => b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nroom\r\n$56\r\n",
+            Proto::RedisStreams => b"*5\r\n$4\r\nXADD\r\n$4\r\nroom\r\n$1\r\n*\r\n$1\r\nm\r\n$56\r\n",
         });
         write_payload(out, publisher, seq, t_ns);
         out.extend_from_slice(if self == Proto::Chat { b"\n" } else { b"\r\n" });
@@ -79,7 +110,22 @@ impl Proto {
             Proto::Chat => Ok(parse_chat(buf, f)),
             Proto::Nats => parse_nats(buf, f),
             Proto::Redis => parse_redis(buf, f),
+            Proto::RedisStreams => parse_redis_streams(buf, f),
         }
+    }
+}
+
+/// A RESP command: an array of bulk strings.
+fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.push(b'*');
+    write_decimal(out, args.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        out.push(b'$');
+        write_decimal(out, arg.len() as u64);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -245,4 +291,101 @@ fn resp_value(buf: &[u8]) -> Result<Option<(Event<'_>, usize)>, String> {
         }
         other => Err(format!("unexpected RESP type byte {other:#x}")),
     }
+}
+
+/// Replies on a Redis stream connection: `+PONG`, an `XADD`'s entry id (a
+/// bulk string), errors, and `XREAD`'s nested arrays, whose entries are
+/// handed on only once the whole reply is in.
+fn parse_redis_streams(buf: &[u8], f: &mut impl FnMut(Event<'_>)) -> Result<usize, String> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let Some(end) = resp_skip(buf, pos)? else { break };
+        let value = &buf[pos..end];
+        match value[0] {
+            b'+' if value.starts_with(b"+PONG\r\n") => f(Event::Pong),
+            b'-' => f(Event::Error(&value[1..value.len() - 2])),
+            b'*' => xread_reply(value, f)?,
+            _ => f(Event::Other),
+        }
+        pos = end;
+    }
+    Ok(pos)
+}
+
+/// The end of the RESP value at `pos`, or `None` if it is incomplete.
+fn resp_skip(buf: &[u8], pos: usize) -> Result<Option<usize>, String> {
+    let Some((kind, n, mut next)) = resp_header(buf, pos)? else { return Ok(None) };
+    match kind {
+        b'$' if n >= 0 => {
+            let end = next + n as usize + 2;
+            Ok((buf.len() >= end).then_some(end))
+        }
+        b'*' if n >= 0 => {
+            for _ in 0..n {
+                match resp_skip(buf, next)? {
+                    Some(end) => next = end,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(next))
+        }
+        _ => Ok(Some(next)),
+    }
+}
+
+/// A RESP header line at `pos`: its type byte, its number (a length or a
+/// count; 0 for the types without one), and where the line ends.
+fn resp_header(buf: &[u8], pos: usize) -> Result<Option<(u8, i64, usize)>, String> {
+    let Some(len) = memchr(b'\n', &buf[pos..]) else { return Ok(None) };
+    let line = &buf[pos + 1..pos + len.saturating_sub(1)];
+    let kind = buf[pos];
+    let n = match kind {
+        b'*' | b'$' if line == b"-1" => -1,
+        b'*' | b'$' => parse_decimal(line).ok_or("odd RESP length")? as i64,
+        b'+' | b'-' | b':' => 0,
+        other => return Err(format!("unexpected RESP type byte {other:#x}")),
+    };
+    Ok(Some((kind, n, pos + len + 1)))
+}
+
+/// An `XREAD` reply, complete: `[[stream, [[id, [field, value]], …]]]`.
+/// Each entry's value is a delivery; then the read goes on from the last id.
+fn xread_reply(reply: &[u8], f: &mut impl FnMut(Event<'_>)) -> Result<(), String> {
+    let mut at = 0;
+    let array = |at: &mut usize| -> Result<i64, String> {
+        let (kind, n, next) = resp_header(reply, *at)?.ok_or("short XREAD reply")?;
+        if kind != b'*' {
+            return Err(format!("XREAD reply: expected an array, found {:?}", kind as char));
+        }
+        *at = next;
+        Ok(n)
+    };
+    let bulk = |at: &mut usize| -> Result<&[u8], String> {
+        let (kind, n, next) = resp_header(reply, *at)?.ok_or("short XREAD reply")?;
+        if kind != b'$' || n < 0 {
+            return Err("XREAD reply: expected a bulk string".into());
+        }
+        *at = next + n as usize + 2;
+        Ok(&reply[next..next + n as usize])
+    };
+    let mut last = None;
+    for _ in 0..array(&mut at)?.max(0) {
+        array(&mut at)?;
+        bulk(&mut at)?; // the stream's name
+        for _ in 0..array(&mut at)?.max(0) {
+            array(&mut at)?;
+            last = Some(bulk(&mut at)?);
+            for i in 0..array(&mut at)?.max(0) {
+                let item = bulk(&mut at)?;
+                if i % 2 == 1 {
+                    f(Event::Delivery(item));
+                }
+            }
+        }
+    }
+    match last {
+        Some(id) => f(Event::Resume(id)),
+        None => return Err("XREAD returned no entry".into()),
+    }
+    Ok(())
 }
