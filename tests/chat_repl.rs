@@ -7,20 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use crate::util::tmux::{has_line, last_line, quote, Tmux};
+use crate::util::tmux::{has_line, has_timed_line, last_line, quote, Tmux};
 use crate::util::{bin, Chatd, TempDir, PATIENCE};
-
-/// Whether a line of `screen` is `text` after a local time, `HH:MM `.
-fn has_timed_line(screen: &str, text: &str) -> bool {
-    screen.lines().any(|line| {
-        let (time, rest) = line.split_at_checked(6).unwrap_or(("", ""));
-        let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
-        time.len() == 6
-            && time.ends_with(' ')
-            && time[..5].split_once(':').is_some_and(|(h, m)| digits(h) && digits(m))
-            && rest.trim_end() == text
-    })
-}
 
 /// The shell command that runs `chat` against `chatd` with its state in
 /// `state`, then shows its exit status as `EXITED:<status>`.

@@ -511,15 +511,22 @@ pub struct NsChatd {
     proc: Proc,
     /// The address from its first line, `listening on ADDRESS:PORT`.
     pub addr: SocketAddr,
-    /// Its history's directory, its own.
-    _data: super::TempDir,
+    /// Its history's directory, when the test did not give one.
+    _data: Option<super::TempDir>,
 }
 
 impl NsChatd {
     pub fn start(ns: &Netns, args: &[&str]) -> NsChatd {
         let data = super::TempDir::new("ns-chatd-data");
+        let mut chatd = NsChatd::start_in(ns, data.path(), args);
+        chatd._data = Some(data);
+        chatd
+    }
+
+    /// Starts chatd with its history in `dir`: a restart keeps the room's past.
+    pub fn start_in(ns: &Netns, dir: &std::path::Path, args: &[&str]) -> NsChatd {
         let mut command = ns.command(bin("chatd"));
-        command.arg("--data-dir").arg(data.path()).args(args);
+        command.arg("--data-dir").arg(dir).args(args);
         // `ip netns exec` execs chatd: this PID is chatd's.
         let proc = Proc::spawn(command, "chatd");
         let first = proc.next_line();
@@ -527,7 +534,7 @@ impl NsChatd {
             .strip_prefix("listening on ")
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("chatd's first line was {first:?}; its log:\n{}", proc.stderr()));
-        NsChatd { proc, addr, _data: data }
+        NsChatd { proc, addr, _data: None }
     }
 
     pub fn port(&self) -> u16 {

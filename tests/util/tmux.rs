@@ -91,6 +91,12 @@ impl Tmux {
         self.wait_for(&format!("the line {line:?}"), |screen| has_line(screen, line))
     }
 
+    /// Waits until some line of the screen is `text` after a local time,
+    /// `HH:MM `, as `chat` shows room events.
+    pub fn wait_for_timed_line(&self, text: &str) -> String {
+        self.wait_for(&format!("the line \"HH:MM {text}\""), |screen| has_timed_line(screen, text))
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         let out =
             Command::new("tmux").arg("-L").arg(&self.socket).args(args).env_remove("TMUX").output().expect("run tmux");
@@ -111,6 +117,17 @@ impl Drop for Tmux {
 /// Whether a line of `screen` is exactly `line`, trailing spaces aside.
 pub fn has_line(screen: &str, line: &str) -> bool {
     screen.lines().any(|l| l.trim_end() == line.trim_end())
+}
+
+/// Whether a line of `screen` is `text` after a local time, `HH:MM `.
+pub fn has_timed_line(screen: &str, text: &str) -> bool {
+    screen.lines().any(|line| {
+        let (time, rest) = line.split_at_checked(6).unwrap_or(("", ""));
+        let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+        time.ends_with(' ')
+            && time[..5].split_once(':').is_some_and(|(h, m)| digits(h) && digits(m))
+            && rest.trim_end() == text
+    })
 }
 
 /// The last line of `screen` with something on it.
