@@ -59,7 +59,7 @@ impl Pending {
         self.confirmed_note
     }
 
-    /// Notes a message said; `written` tells the caller what to send.
+    /// Notes a message said; `unwritten` tells what is still to send.
     pub fn push(&mut self, note: u64, text: &str) {
         self.lines.push_back((note, text.to_owned()));
     }

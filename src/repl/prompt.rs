@@ -64,7 +64,10 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     };
     let session = Session::start(membership, show, Look { timed: true }, terminal).map_err(ChatError::Input)?;
     let result = converse(&mut editor, &session, &name, &mut history);
-    let _ = session.leave(Some(QUIT_PATIENCE));
+    if session.leave(Some(QUIT_PATIENCE)).is_err() {
+        // Disconnected, or a server slow to say goodbye: say what that may cost.
+        eprintln!("chat: left without the server's goodbye; lines typed last may not have arrived");
+    }
     result
 }
 
