@@ -3,8 +3,9 @@
 //! chatd that restarts or is killed, with nothing missed and nothing twice.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -320,4 +321,93 @@ fn chat_send_says_so_rather_than_guess_when_the_history_is_gone() {
     assert!(err.contains(want) && err.contains("whether the 1 message(s) sent before"), "{err}");
     assert!(err.contains("they were not sent again"), "{err}");
     assert!(!err.contains("reconnected"), "nothing is sent again after the doubt: {err}");
+}
+
+/// A TCP relay between clients and chatd that can cut a client's side of a
+/// connection while chatd's side stays open: to chatd, that member is still
+/// there, as when a network breaks without a word.
+struct Relay {
+    addr: SocketAddr,
+    connections: Arc<Mutex<Vec<Relayed>>>,
+}
+
+/// One relayed connection: the client's socket, and what chatd sent on it.
+type Relayed = (TcpStream, Arc<Mutex<Vec<u8>>>);
+
+impl Relay {
+    fn to(chatd: &Chatd) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (kept, server) = (Arc::clone(&connections), chatd.addr);
+        thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let upstream = TcpStream::connect(server).unwrap();
+                let heard = Arc::new(Mutex::new(Vec::new()));
+                let (mut up_reader, mut client_writer) = (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+                let log = Arc::clone(&heard);
+                thread::spawn(move || {
+                    let mut buf = [0; 4096];
+                    while let Ok(n @ 1..) = up_reader.read(&mut buf) {
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        let _ = client_writer.write_all(&buf[..n]);
+                    }
+                });
+                let (mut client_reader, mut up_writer) = (client.try_clone().unwrap(), upstream);
+                // When the client's side ends, chatd's stays open (the reader
+                // above holds it): nothing tells chatd the client is gone.
+                thread::spawn(move || std::io::copy(&mut client_reader, &mut up_writer));
+                kept.lock().unwrap().push((client, heard));
+            }
+        });
+        Relay { addr, connections }
+    }
+
+    /// Closes connection `i` on the client's side only.
+    fn cut(&self, i: usize) {
+        let connections = self.connections.lock().unwrap();
+        connections[i].0.shutdown(Shutdown::Both).unwrap();
+    }
+
+    /// Waits until chatd has sent `text` on connection `i`.
+    fn expect_heard(&self, i: usize, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let heard = String::from_utf8_lossy(&self.connections.lock().unwrap()[i].1.lock().unwrap()).into_owned();
+            if heard.contains(text) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "chatd never sent {text:?} on connection {i}: {heard:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn chat_tail_takes_its_membership_back_before_chatd_notices_it_was_lost() {
+    let chatd = Chatd::start(&[]);
+    let relay = Relay::to(&chatd);
+    let mut watcher = chatd.join("watcher");
+    let mut tail = tool(&chatd, "chat-tail")
+        .args(["--server", &relay.addr.to_string(), "--name", "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    watcher.expect("JOINED t");
+    let lines = Lines::of(&mut tail);
+    watcher.send("MSG one");
+    assert_eq!(lines.next(), "watcher: one");
+    relay.cut(0);
+    // The old connection is told it was replaced; the room sees nobody
+    // leave or join.
+    relay.expect_heard(0, "BYE replaced\n");
+    watcher.send("MSG two");
+    assert_eq!(lines.next(), "watcher: two");
+    assert_eq!(watcher.sync(), Vec::<String>::new());
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    let err = stderr_of(&mut tail);
+    assert!(err.contains("reconnecting") && err.contains("reconnected"), "{err}");
+    assert!(!err.contains("missed"), "{err}");
 }
