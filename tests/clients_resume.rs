@@ -411,3 +411,34 @@ fn chat_tail_takes_its_membership_back_before_chatd_notices_it_was_lost() {
     assert!(err.contains("reconnecting") && err.contains("reconnected"), "{err}");
     assert!(!err.contains("missed"), "{err}");
 }
+
+#[test]
+fn chat_send_delivers_every_line_exactly_once_across_a_connection_cut_chatd_never_noticed() {
+    let chatd = Chatd::start(&["--history", "50000"]);
+    let relay = Relay::to(&chatd);
+    let mut watcher = chatd.join("watcher");
+    let mut send = tool(&chatd, "chat-send")
+        .args(["--server", &relay.addr.to_string(), "-n", "bulk"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    let writer = thread::spawn(move || {
+        let numbers: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
+        input.write_all(numbers.as_bytes())
+    });
+    watcher.expect("JOINED bulk");
+    while watcher.recv() != "MSG bulk 3000" {}
+    relay.cut(0);
+    writer.join().unwrap().expect("all of the input written");
+    let status = wait_for_exit(&mut send);
+    let err = stderr_of(&mut send);
+    assert!(status.success(), "chat-send: {status}: {err}");
+    relay.expect_heard(0, "BYE replaced\n");
+    let said = said_by_bulk(&chatd);
+    let want: Vec<u64> = (1..=20_000).collect();
+    assert!(said == want, "{} messages; first wrong at {:?}; stderr: {err}", said.len(), {
+        said.iter().zip(&want).position(|(a, b)| a != b)
+    });
+}
