@@ -121,16 +121,18 @@ impl<F: FnMut(String)> Connection<F> {
     /// quit; any other end is an error.
     fn run(&mut self) -> Result<(), ClientError> {
         let (mut said, mut quit, mut history, mut missed) = (0, None, 0, None);
+        // The person's end closed: nothing more will be asked.
+        let mut abandoned = false;
         loop {
             if let Some(patience) = quit.filter(|_| self.membership.all_confirmed()) {
                 self.membership.leave(patience);
                 quit = None;
             }
-            let room = self.membership.unconfirmed() < MAX_UNCONFIRMED && !self.membership.is_leaving();
+            let room = self.membership.unconfirmed() < MAX_UNCONFIRMED && !self.membership.is_leaving() && !abandoned;
             let watch = room.then(|| Watch::readable(self.woken.as_fd()));
             match self.membership.next(watch)? {
                 News::Watched(_) => {
-                    let _ = (&self.woken).read(&mut [0; 512]);
+                    abandoned = matches!((&self.woken).read(&mut [0; 512]), Ok(0));
                     for ask in self.asked.try_iter().take(256) {
                         match ask {
                             Ask::Say(text) => {
