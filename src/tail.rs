@@ -41,7 +41,8 @@ pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
     loop {
         let event = match membership.next(Some(watch))? {
             News::Event(event) => event,
-            News::Watched(_) => return Ok(()),
+            // The reader went away: leave as politely as after --count.
+            News::Watched(_) => return leave(membership),
             News::Missed { count, epoch } => {
                 report_missed(&mut out, args.format(), count, &epoch)?;
                 continue;

@@ -128,7 +128,7 @@ fn chat_tail_into_head_ends_at_once_in_a_quiet_room() {
     assert!(status.success(), "pipeline status {status}, stderr {err:?}");
     assert_eq!(out, "watcher: one\nwatcher: two\n");
     assert_eq!(err, "");
-    watcher.expect("LEFT t lost");
+    watcher.expect("LEFT t exit");
 }
 
 #[test]
