@@ -152,6 +152,9 @@ fn since_resumes_without_losing_or_repeating() {
     let lines = luis.sync();
     let last = *seqs(&lines).last().unwrap();
     drop(luis);
+    // chatd notices the closed connection on its own time: wait for it, so
+    // that Luis's leaving comes before Ana's next messages.
+    ana.expect("LEFT Luis lost");
     ana.send("MSG two");
     ana.send("MSG three");
     ana.sync();
