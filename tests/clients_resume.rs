@@ -78,6 +78,16 @@ fn stderr_of(child: &mut Child) -> String {
     err
 }
 
+/// Stops a `chat-tail` that lost its connection once: it must have said
+/// that it reconnected, and that it missed nothing.
+fn expect_resumed_missing_nothing(tail: &mut Child) {
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    let err = stderr_of(tail);
+    assert!(err.contains("reconnecting") && err.contains("reconnected"), "{err}");
+    assert!(!err.contains("missed"), "{err}");
+}
+
 /// A client with tags on, joined as `name`: and the epoch of the room.
 fn join_tagged(chatd: &Chatd, name: &str) -> (Client, String) {
     let mut client = chatd.connect();
@@ -234,11 +244,7 @@ fn chat_tail_rides_out_a_chatd_restart_and_misses_nothing() {
     ana.sync();
     assert_eq!(lines.next(), "* Ana joined");
     assert_eq!(lines.next(), "Ana: after");
-    tail.kill().unwrap();
-    tail.wait().unwrap();
-    let err = stderr_of(&mut tail);
-    assert!(err.contains("reconnecting") && err.contains("reconnected"), "{err}");
-    assert!(!err.contains("missed"), "{err}");
+    expect_resumed_missing_nothing(&mut tail);
 }
 
 #[test]
@@ -405,11 +411,7 @@ fn chat_tail_takes_its_membership_back_before_chatd_notices_it_was_lost() {
     watcher.send("MSG two");
     assert_eq!(lines.next(), "watcher: two");
     assert_eq!(watcher.sync(), Vec::<String>::new());
-    tail.kill().unwrap();
-    tail.wait().unwrap();
-    let err = stderr_of(&mut tail);
-    assert!(err.contains("reconnecting") && err.contains("reconnected"), "{err}");
-    assert!(!err.contains("missed"), "{err}");
+    expect_resumed_missing_nothing(&mut tail);
 }
 
 #[test]
