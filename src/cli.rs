@@ -48,7 +48,7 @@ pub struct ChatdArgs {
 
     /// Most connections at once, joined or not; one more is told ERR FULL and BYE full. Each takes a thread and
     /// a descriptor (see the open-file limit, ulimit -n).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_count)]
     pub max_clients: usize,
 
     /// Longest line a client may send, in bytes, newline included; a longer one is
@@ -62,14 +62,14 @@ pub struct ChatdArgs {
     pub max_queue: usize,
 
     /// How long a connection may stay without JOIN before ERR TIMEOUT and BYE timeout.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
     pub join_timeout: Duration,
 
     /// A member whose computer vanished (cable pulled, power lost) is declared gone,
     /// with LEFT <name> timeout, within this time, whether it was idle or had messages
     /// queued for it (TCP keepalive and TCP_USER_TIMEOUT). At least 3s; keepalive counts whole
     /// seconds, so a bound under 10s may be overshot by a fraction of a second.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_dead_peer_timeout)]
     pub dead_peer_timeout: Duration,
 
     /// On SIGTERM or SIGINT, how long to spend delivering accepted messages and BYE
@@ -126,7 +126,7 @@ impl ChatdArgs {
             max_line: self.max_line,
             max_queue: self.max_queue,
             join_timeout: self.join_timeout,
-            dead_peer_timeout: self.dead_peer_timeout.max(Duration::from_secs(3)),
+            dead_peer_timeout: self.dead_peer_timeout,
             shutdown_timeout: self.shutdown_timeout,
             rate_limit: self.rate_limit,
             rate_burst: self.rate_burst,
@@ -145,7 +145,7 @@ impl ChatdArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerOpt {
     /// The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given).
-    #[arg(short, long, value_name = "HOST[:PORT]", env = "CHAT_SERVER", default_value = crate::client::DEFAULT_SERVER)]
+    #[arg(short, long, value_name = "HOST[:PORT]", env = "CHAT_SERVER", default_value = crate::client::DEFAULT_SERVER, value_parser = parse_server, value_hint = clap::ValueHint::Hostname)]
     pub server: String,
 
     /// After a lost connection (the server restarting, a network outage), how long to keep trying to
@@ -338,6 +338,43 @@ pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| format!("{text} names no address"))
 }
 
+/// A number of things there must be at least one of.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number such as 1000")),
+    }
+}
+
+/// A duration longer than zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).and_then(|d| if d.is_zero() { Err("must be longer than 0s".into()) } else { Ok(d) })
+}
+
+/// The dead-peer timeout: TCP keepalive needs a second for each of its
+/// steps, so anything under 3 s cannot be kept.
+fn parse_dead_peer_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout < Duration::from_secs(3) {
+        return Err(format!("{text} is too short: TCP keepalive needs at least 3s"));
+    }
+    Ok(timeout)
+}
+
+/// `HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address: a port, when
+/// there is one, must be one (1 to 65535), so a typo is a usage error rather
+/// than a connection that fails later.
+pub fn parse_server(text: &str) -> Result<String, String> {
+    let with_port = crate::client::with_default_port(text);
+    let port = with_port.rsplit_once(':').map(|(_, port)| port).unwrap_or("");
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{port:?} is not a port (1 to 65535); write HOST or HOST:PORT")),
+        Ok(_) if text.trim().is_empty() => Err("no server given; write HOST or HOST:PORT".into()),
+        Ok(_) => Ok(text.to_owned()),
+    }
+}
+
 /// A duration: a number with `ms`, `s`, `m` or `h` after it (`250ms`, `5s`,
 /// `1m`); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -400,6 +437,21 @@ mod tests {
         assert_eq!(parse_size("4MiB"), Ok(4 << 20));
         assert!(parse_size("4X").is_err());
         assert!(parse_size("1").is_err());
+    }
+
+    #[test]
+    fn nonsense_values_are_usage_errors() {
+        assert_eq!(parse_count("1"), Ok(1));
+        assert!(parse_count("0").is_err());
+        assert!(parse_positive_duration("0").is_err());
+        assert_eq!(parse_dead_peer_timeout("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_dead_peer_timeout("1s").is_err());
+        for good in ["localhost", "192.168.1.15", "192.168.1.15:6000", "::1", "[::1]:6000", "chat.lan:5000"] {
+            assert_eq!(parse_server(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in ["127.0.0.1:99999", "127.0.0.1:0", "host:", "host:port", "[::1]:70000", ""] {
+            assert!(parse_server(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

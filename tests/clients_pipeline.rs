@@ -231,3 +231,20 @@ fn chat_tail_without_reconnecting_says_when_the_server_shuts_down() {
     let want = format!("chat-tail: {}: the server shut down\n", chatd.addr);
     assert_eq!(stderr(&out), want);
 }
+
+#[test]
+fn nonsense_options_are_usage_errors_with_status_2() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("chatd", &["--max-clients", "0"], "at least 1"),
+        ("chatd", &["--join-timeout", "0"], "longer than 0s"),
+        ("chatd", &["--dead-peer-timeout", "1s"], "at least 3s"),
+        ("chat-send", &["-s", "127.0.0.1:99999", "hi"], "not a port"),
+        ("chat-tail", &["--server", "host:"], "not a port"),
+    ];
+    for (program, args, why) in cases {
+        let out = Command::new(crate::util::bin(program)).args(*args).stdin(Stdio::null()).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{program} {args:?}: {err}");
+        assert!(err.contains(why), "{program} {args:?}: {err}");
+    }
+}

@@ -189,7 +189,9 @@ impl Server {
         let ctx = &self.ctx;
         let nudge = Arc::new(Nudge::default());
         let Some(ticket) = ctx.registry.admit(Arc::clone(&nudge)) else {
-            return self.refuse(stream, peer, &format!("server full ({} connections)", ctx.registry.max()));
+            let max = ctx.registry.max();
+            let noun = if max == 1 { "connection" } else { "connections" };
+            return self.refuse(stream, peer, &format!("server full ({max} {noun})"));
         };
         if let Err(e) = socket::configure(&stream, ctx.config.dead_peer_timeout) {
             ctx.log.error(format_args!("{peer}: cannot set socket options: {e}"));
