@@ -117,7 +117,7 @@ fn json_string(out: &mut String, value: &str) {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
+            c if crate::protocol::is_unsafe_to_show(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -178,10 +178,10 @@ mod tests {
 
     #[test]
     fn control_characters_from_the_network_never_reach_the_terminal() {
-        let evil = msg("Eve", "\u{1b}]0;pwned\u{7}\u{1b}[2J");
+        let evil = msg("Eve", "\u{1b}]0;pwned\u{7}\u{1b}[2J see \u{202e}fdp.exe");
         for format in [Format::Human, Format::Raw, Format::Json] {
             let shown = render(&evil, format).unwrap();
-            assert!(!shown.chars().any(|c| c.is_control() && c != '\t'), "{format:?}: {shown:?}");
+            assert!(!shown.chars().any(crate::protocol::is_unsafe_to_show), "{format:?}: {shown:?}");
         }
     }
 }

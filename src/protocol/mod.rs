@@ -333,15 +333,25 @@ impl fmt::Display for MalformedLine {
 
 impl std::error::Error for MalformedLine {}
 
-/// Shows a string with its control characters escaped (`\u{1b}`), so that
-/// text from the network can be printed on a terminal safely.
+/// Shows a string with its control characters and bidirectional controls
+/// escaped (`\u{1b}`, `\u{202e}`), so that text from the network can be
+/// printed on a terminal safely.
 #[derive(Debug, Clone, Copy)]
 pub struct Printable<'a>(pub &'a str);
+
+/// Whether `c` cannot be shown as it is: a control character (tab aside),
+/// or one of Unicode's bidirectional controls, which reorder the text around
+/// them on a terminal and can make a message read as something else
+/// (U+202E, RIGHT-TO-LEFT OVERRIDE, turns `exe.txt` around).
+pub fn is_unsafe_to_show(c: char) -> bool {
+    c.is_control() && c != '\t'
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
 
 impl fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() && c != '\t' {
+            if is_unsafe_to_show(c) {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 write!(f, "{c}")?;
@@ -448,6 +458,11 @@ mod tests {
     fn printable_escapes_control_characters_but_not_tab() {
         assert_eq!(Printable("a\u{1b}[31mb\tc\r").to_string(), "a\\u{1b}[31mb\tc\\r");
         assert_eq!(Printable("José").to_string(), "José");
+        assert_eq!(Printable("see \u{202e}txt.exe").to_string(), "see \\u{202e}txt.exe");
+        for bidi in ['\u{061c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202d}', '\u{2066}', '\u{2069}'] {
+            assert!(is_unsafe_to_show(bidi), "U+{:04X}", bidi as u32);
+        }
+        assert!(!is_unsafe_to_show('\u{2070}') && !is_unsafe_to_show('\t') && !is_unsafe_to_show('א'));
     }
 }
 
