@@ -1,7 +1,10 @@
 //! The bounded line reader both sides use: bytes in, lines out, with memory
 //! bounded whatever the peer sends. A line longer than the limit is reported
 //! once and skipped up to its `\n`; a line that is not UTF-8 is reported and
-//! skipped; a `\r` before the `\n` is dropped.
+//! skipped; a `\r` before the `\n` is dropped. The server's reader also
+//! drops telnet's negotiation (`IAC …`), as IRC servers do: a person on
+//! `telnet` who presses Ctrl-C sends `IAC IP IAC DO TIMING-MARK`, and the
+//! line after it would otherwise never be UTF-8 again.
 
 use std::io::{self, Read};
 
@@ -32,6 +35,8 @@ pub struct LineReader {
     /// connection holds little memory; doubled each time a read fills it,
     /// so a flood of short lines costs few system calls.
     read_size: usize,
+    /// Whether telnet commands are dropped from lines.
+    telnet: bool,
 }
 
 const FIRST_READ: usize = 512;
@@ -39,7 +44,23 @@ const MAX_READ: usize = 64 * 1024;
 
 impl LineReader {
     pub fn new(max_line: usize) -> LineReader {
-        LineReader { buf: Vec::new(), start: 0, end: 0, scanned: 0, max_line, discarding: false, read_size: FIRST_READ }
+        LineReader {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            scanned: 0,
+            max_line,
+            discarding: false,
+            read_size: FIRST_READ,
+            telnet: false,
+        }
+    }
+
+    /// Drops telnet's commands from every line: for what clients send,
+    /// where a byte 255 (telnet's IAC) can never start valid UTF-8 text.
+    pub fn ignoring_telnet(mut self) -> LineReader {
+        self.telnet = true;
+        self
     }
 
     /// A reader with no line limit, for the server's lines.
@@ -92,6 +113,8 @@ impl LineReader {
                 self.discarding = false;
                 continue;
             }
+            let line_end =
+                if self.telnet { line_start + strip_telnet(&mut self.buf[line_start..line_end]) } else { line_end };
             return Some(frame_of(&self.buf[line_start..line_end], self.max_line));
         }
     }
@@ -104,6 +127,7 @@ impl LineReader {
         if std::mem::take(&mut self.discarding) || start == end {
             return None;
         }
+        let end = if self.telnet { start + strip_telnet(&mut self.buf[start..end]) } else { end };
         Some(frame_of(&self.buf[start..end], self.max_line))
     }
 
@@ -124,6 +148,46 @@ impl LineReader {
             self.buf.resize(want, 0);
         }
     }
+}
+
+/// Telnet's Interpret As Command byte, and the commands that take an option
+/// byte (WILL, WONT, DO, DONT) or open a subnegotiation (SB … IAC SE).
+const IAC: u8 = 255;
+const SB: u8 = 250;
+const SE: u8 = 240;
+
+/// Removes whole telnet commands from `line` in place; returns its new
+/// length. Anything else with a byte 255 in it stays, and is then not UTF-8:
+/// `IAC IAC` (telnet's escaped 255), a command cut short, or a 255 that
+/// starts no command.
+fn strip_telnet(line: &mut [u8]) -> usize {
+    if !line.contains(&IAC) {
+        return line.len();
+    }
+    let (mut read, mut kept) = (0, 0);
+    while read < line.len() {
+        let command = match line[read..] {
+            [IAC, SB, ..] => line[read + 2..].windows(2).position(|w| w == [IAC, SE]).map(|at| at + 4),
+            [IAC, 251..=254, _, ..] => Some(3),
+            [IAC, SE..=249, ..] => Some(2),
+            [IAC, IAC, ..] => {
+                line.copy_within(read..read + 2, kept);
+                kept += 2;
+                read += 2;
+                continue;
+            }
+            _ => None,
+        };
+        match command {
+            Some(len) => read += len,
+            None => {
+                line[kept] = line[read];
+                kept += 1;
+                read += 1;
+            }
+        }
+    }
+    kept
 }
 
 fn frame_of(mut line: &[u8], max_line: usize) -> Frame<'_> {
@@ -221,6 +285,24 @@ mod tests {
     fn invalid_utf8_is_reported_and_the_stream_goes_on() {
         assert_eq!(frames(64, b"MSG \xff\xfe\nMSG ok\n", 3), ["bad encoding", "line MSG ok"]);
         assert_eq!(frames(64, b"\xc3\nMSG ok\n", 1), ["bad encoding", "line MSG ok"]);
+    }
+
+    #[test]
+    fn telnet_commands_are_dropped_where_asked() {
+        // Ctrl-C in telnet: IAC IP, IAC DO TIMING-MARK; then a line typed.
+        let ctrl_c = b"\xff\xf4\xff\xfd\x06MSG hola\r\n";
+        let negotiation = b"\xff\xfb\x18\xff\xfa\x18\x00xterm\xff\xf0JOIN Ana\n";
+        let mut reader = LineReader::new(64).ignoring_telnet();
+        let lines: [&[u8]; 5] = [ctrl_c, negotiation, b"MSG \xff\xff\n", b"MSG \xff\xfe\n", b"MSG tail\xff\xf1"];
+        let mut src: &[u8] = &lines.concat();
+        while reader.read_from(&mut src).unwrap() > 0 {}
+        assert_eq!(reader.next_frame(), Some(Frame::Line("MSG hola")));
+        assert_eq!(reader.next_frame(), Some(Frame::Line("JOIN Ana")));
+        assert_eq!(reader.next_frame(), Some(Frame::BadEncoding), "IAC IAC is a byte 255");
+        assert_eq!(reader.next_frame(), Some(Frame::BadEncoding), "a command cut short stays");
+        assert_eq!(reader.next_frame(), None);
+        assert_eq!(reader.finish(), Some(Frame::Line("MSG tail")), "IAC NOP");
+        assert_eq!(frames(64, ctrl_c, 1), ["bad encoding"], "only where asked");
     }
 
     #[test]

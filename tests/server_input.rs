@@ -302,3 +302,18 @@ fn commands_pipelined_in_one_write_are_answered_in_order() {
     assert!(lines[2].starts_with("ERR UNKNOWN_COMMAND "), "{lines:?}");
     assert_eq!(lines[3..], ["NAMES Ana", "PONG 2", "BYE exit"]);
 }
+
+#[test]
+fn telnet_negotiation_and_ctrl_c_are_ignored() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut telnet = chatd.connect();
+    // What telnet sends first (WILL TERMINAL-TYPE, its subnegotiation), and
+    // on Ctrl-C (IP, DO TIMING-MARK), before the lines typed.
+    telnet.send_raw(b"\xff\xfb\x18\xff\xfa\x18\x00xterm\xff\xf0JOIN Tomas\r\n");
+    telnet.expect("OK JOIN Tomas");
+    telnet.send_raw(b"MSG half a line\xff\xf4\xff\xfd\x06\r\n");
+    telnet.send_raw(b"\xff\xf4\xff\xfd\x06MSG after Ctrl-C\r\n");
+    telnet.expect_quiet();
+    assert_eq!(watcher.sync(), ["JOINED Tomas", "MSG Tomas half a line", "MSG Tomas after Ctrl-C"]);
+}

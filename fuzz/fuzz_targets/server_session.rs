@@ -167,7 +167,7 @@ fn predict(input: &[u8]) -> Prediction {
     let hello = ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() };
     let mut session =
         Session { reply: vec![Want::Exactly(hello)], watcher: Vec::new(), watcher_key, member: None, tags: false };
-    let mut reader = LineReader::new(MAX_LINE);
+    let mut reader = LineReader::new(MAX_LINE).ignoring_telnet();
     let mut src = input;
     let mut exited = false;
     'read: loop {

@@ -83,7 +83,7 @@ impl Connection {
             throttle: Throttle::new(ctx.config.rate_limit, ctx.config.rate_burst),
             tags: false,
         };
-        let input = LineReader::new(ctx.config.max_line);
+        let input = LineReader::new(ctx.config.max_line).ignoring_telnet();
         Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), _ticket: ticket }
     }
 
