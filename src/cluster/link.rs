@@ -1,0 +1,425 @@
+//! The async side of the bridge, run on its runtime: the connection, the
+//! room's stream and buckets, publishing, following and replaying.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures_util::StreamExt;
+
+use super::{Delivery, Error, Kept, Options, StatusCell};
+use crate::history::Event;
+
+/// How long one request to JetStream may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many events a replay's chunk holds.
+const CHUNK: usize = 256;
+
+/// The room in NATS, as one server sees it.
+#[derive(Debug)]
+pub struct Link {
+    pub server_id: String,
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+    pub names: kv::Store,
+    pub servers: kv::Store,
+    /// How often the heartbeat is written and the names scanned.
+    pub period: Duration,
+    /// When this server's heartbeat was last written.
+    pub last_beat: Mutex<Option<Instant>>,
+    status: Arc<StatusCell>,
+}
+
+/// A room's name must be one token of a NATS subject and fit stream and
+/// bucket names.
+pub fn check_room(room: &str) -> anyhow::Result<()> {
+    let fits = !room.is_empty() && room.len() <= 64;
+    anyhow::ensure!(
+        fits && room.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "the room's name {room:?} must be 1 to 64 letters, digits, '-' or '_'"
+    );
+    Ok(())
+}
+
+impl Link {
+    pub async fn open(
+        urls: &[String],
+        room: &str,
+        options: &Options,
+        server_id: String,
+        status: Arc<StatusCell>,
+    ) -> anyhow::Result<Link> {
+        let list = urls.join(",");
+        let addrs = urls
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>().with_context(|| format!("{url:?} is not a NATS URL")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let events = Arc::clone(&status);
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("chatd {server_id}"))
+            .connection_timeout(Duration::from_secs(5))
+            // Back soon after a NATS restart, never a storm: 0.1 s, 0.2 s…
+            // up to 2 s between tries.
+            .reconnect_delay_callback(|tries| Duration::from_millis(100 * tries.min(20) as u64))
+            .event_callback(move |event| {
+                let status = Arc::clone(&events);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => status.set(|s| s.connected = true),
+                        async_nats::Event::Disconnected => status.set(|s| {
+                            s.connected = false;
+                            s.losses += 1;
+                        }),
+                        _ => {}
+                    }
+                }
+            })
+            .connect(addrs)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach NATS at {list}: {e}; is nats-server running there? Start one with `nats-server -js`"
+                )
+            })?;
+        let mut js = jetstream::new(client);
+        // A publish that gets no acknowledgement is sent again (same id)
+        // after this, within the caller's timeout.
+        js.set_timeout(Duration::from_secs(2));
+
+        let deadline = Instant::now() + options.start_timeout;
+        let stream = format!("minichat-{room}");
+        let subject = format!("minichat.{room}.events");
+        let config = stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            max_messages: i64::try_from(options.keep.max(1)).unwrap_or(i64::MAX),
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            duplicate_window: options.dedupe_window,
+            ..Default::default()
+        };
+        retry(&list, "the room's stream", deadline, || js.get_or_create_stream(config.clone())).await?;
+        let names_bucket = format!("minichat-{room}-names");
+        let names =
+            retry(&list, "the names bucket", deadline, || open_bucket(&js, &names_bucket, Duration::ZERO, options))
+                .await?;
+        let servers_bucket = format!("minichat-{room}-servers");
+        let servers = retry(&list, "the servers bucket", deadline, || {
+            open_bucket(&js, &servers_bucket, options.dead_after * 2 / 3, options)
+        })
+        .await?;
+        let link = Link {
+            server_id,
+            js,
+            stream,
+            subject,
+            names,
+            servers,
+            period: (options.dead_after / 6).max(Duration::from_millis(100)),
+            last_beat: Mutex::new(None),
+            status,
+        };
+        // The first heartbeat, before any name is claimed: a server is
+        // never seen holding names without one.
+        retry(&list, "the first heartbeat", deadline, || link.beat()).await?;
+        Ok(link)
+    }
+
+    /// Publishes one line until stored or `timeout`: its position.
+    pub async fn publish(&self, line: Vec<u8>, msg_id: &str, timeout: Duration) -> Result<u64, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(50);
+        let mut last_error = String::from("no answer");
+        loop {
+            let message = jetstream::message::PublishMessage::build().payload(line.clone().into()).message_id(msg_id);
+            let attempt = async {
+                let ack = self.js.send_publish(self.subject.clone(), message).await?;
+                ack.await
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => break,
+            }
+            // No leader (an election), no connection (a reconnection), or
+            // no acknowledgement in time: the same id again, a bit later.
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff)).await.is_err() {
+                break;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        Err(Error::Timeout(format!(
+            "stream {} to store the event ({}s; last: {last_error})",
+            self.stream,
+            timeout.as_secs_f32()
+        )))
+    }
+
+    pub async fn kept(&self) -> Result<Kept, Error> {
+        let stream = self.js.get_stream(&self.stream).await.map_err(failed("find the room's stream"))?;
+        let info = stream.get_info().await.map_err(failed("read the room's stream"))?;
+        let state = info.state;
+        let last_time_ms =
+            if state.last_sequence == 0 { 0 } else { ms_of(state.last_timestamp.unix_timestamp_nanos()) };
+        let first = if state.messages == 0 { state.last_sequence + 1 } else { state.first_sequence };
+        Ok(Kept { first, last: state.last_sequence, last_time_ms })
+    }
+
+    pub async fn leader(&self) -> Result<Option<String>, Error> {
+        let stream = self.js.get_stream(&self.stream).await.map_err(failed("find the room's stream"))?;
+        let info = stream.get_info().await.map_err(failed("read the room's stream"))?;
+        Ok(info.cluster.and_then(|cluster| cluster.leader))
+    }
+
+    /// An ordered consumer of the stream from `from` on.
+    async fn messages(&self, from: u64) -> Result<consumer::pull::Ordered, Error> {
+        let stream = self.js.get_stream(&self.stream).await.map_err(failed("find the room's stream"))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.subject.clone(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+                ..Default::default()
+            })
+            .await
+            .map_err(failed("create a consumer of the room's stream"))?;
+        consumer.messages().await.map_err(failed("read the room's stream"))
+    }
+
+    async fn beat(&self) -> anyhow::Result<()> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.servers.put(&self.server_id, now.as_millis().to_string().into()).await?;
+        *self.last_beat.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// Writes this server's heartbeat every period, for as long as the bridge
+/// runs. A failed one is tried again at the next period.
+pub async fn heartbeat(link: Arc<Link>) {
+    let mut ticks = tokio::time::interval(link.period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let _ = tokio::time::timeout(link.period, link.beat()).await;
+    }
+}
+
+/// Delivers the stream from `next` on to `sink`, until its receiver is
+/// gone.
+pub async fn follow(link: Arc<Link>, from: u64, sink: mpsc::Sender<Delivery>) {
+    let mut cursor = Cursor::new(link, from);
+    loop {
+        let expected = cursor.next;
+        let event = cursor.next_event().await;
+        if event.seq > expected && sink.send(Delivery::Missed { from: expected, to: event.seq - 1 }).is_err() {
+            return;
+        }
+        if sink.send(Delivery::Event(event)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends the events `from..=to` to `chunks`, in chunks, riding out an
+/// outage of up to `READ_PATIENCE` between two events.
+pub async fn replay(link: Arc<Link>, from: u64, to: u64, chunks: tokio::sync::mpsc::Sender<Result<Vec<Event>, Error>>) {
+    let mut cursor = Cursor::new(link, from);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    while cursor.next <= to {
+        let Ok(event) = tokio::time::timeout(READ_PATIENCE, cursor.next_event()).await else {
+            let what = format!("event {} of the room's stream ({}s)", cursor.next, READ_PATIENCE.as_secs());
+            let _ = chunks.send(Err(Error::Timeout(what))).await;
+            return;
+        };
+        if event.seq > to {
+            break;
+        }
+        chunk.push(event);
+        if chunk.len() == CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            if chunks.send(Ok(full)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.send(Ok(chunk)).await;
+    }
+}
+
+/// How long a replay waits for its next event: a leader election on
+/// nats-server 2.9 can take about 30 s.
+const READ_PATIENCE: Duration = Duration::from_secs(45);
+
+/// Reads the stream in order from a position, through outages: an ordered
+/// consumer, made again from the next position wanted whenever it fails or
+/// the connection was lost since it was made (a restarted NATS, a new
+/// stream leader), so nothing is read twice or skipped.
+struct Cursor {
+    link: Arc<Link>,
+    /// The position wanted next.
+    next: u64,
+    /// The consumer's messages, and the connection's losses when it was
+    /// made.
+    messages: Option<(consumer::pull::Ordered, u64)>,
+    backoff: Duration,
+    /// Since when nothing came.
+    idle_since: Instant,
+}
+
+/// How long a cursor waits for an event the stream has before it makes
+/// its consumer again.
+const STUCK_AFTER: Duration = Duration::from_secs(3);
+
+impl Cursor {
+    fn new(link: Arc<Link>, from: u64) -> Cursor {
+        Cursor {
+            link,
+            next: from.max(1),
+            messages: None,
+            backoff: Duration::from_millis(100),
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// The next event kept at or after `next`; waits as long as it takes.
+    async fn next_event(&mut self) -> Event {
+        loop {
+            let losses = self.link.status.get().losses;
+            if self.messages.as_ref().is_some_and(|(_, made)| *made != losses) {
+                self.messages = None;
+            }
+            let messages = match &mut self.messages {
+                Some((messages, _)) => messages,
+                None => match self.link.messages(self.next).await {
+                    Ok(messages) => {
+                        self.idle_since = Instant::now();
+                        &mut self.messages.insert((messages, losses)).0
+                    }
+                    Err(_) => {
+                        self.wait().await;
+                        continue;
+                    }
+                },
+            };
+            // Idle a second at most, to look at the connection again.
+            match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+                Ok(Some(Ok(message))) => {
+                    let Ok(info) = message.info() else {
+                        self.messages = None;
+                        continue;
+                    };
+                    let seq = info.stream_sequence;
+                    if seq < self.next {
+                        continue;
+                    }
+                    self.next = seq + 1;
+                    self.idle_since = Instant::now();
+                    self.backoff = Duration::from_millis(100);
+                    let time_ms = ms_of(info.published.unix_timestamp_nanos());
+                    return Event { seq, time_ms, line: message.payload.to_vec() };
+                }
+                Ok(_) => {
+                    self.messages = None;
+                    self.wait().await;
+                }
+                // Idle: a consumer lost with its node is only noticed by
+                // async-nats after two missed heartbeats (30 s). When the
+                // stream has what this one has not delivered for a while,
+                // it is stuck: make another, from where it was.
+                Err(_) if self.idle_since.elapsed() >= STUCK_AFTER => {
+                    self.idle_since = Instant::now();
+                    // Not even that answers: make another all the same.
+                    if !self.link.kept().await.is_ok_and(|kept| kept.last < self.next) {
+                        self.messages = None;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Finds a key-value bucket keeping one value a key, or makes it.
+///
+/// The bucket's stream is made here, as `create_key_value` would make it:
+/// that one asks for the account's information first, whose answer from
+/// nats-server 2.9 async-nats 0.46 cannot read.
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+    options: &Options,
+) -> anyhow::Result<kv::Store> {
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        // At most the age: the server refuses a longer one.
+        duplicate_window: if max_age.is_zero() {
+            Duration::from_secs(120)
+        } else {
+            max_age.min(Duration::from_secs(120))
+        },
+        storage: stream::StorageType::File,
+        num_replicas: options.replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await?;
+    Ok(js.get_key_value(bucket).await?)
+}
+
+/// Tries `step` until it succeeds or the deadline passes (a fresh cluster
+/// elects its leaders first); at once when JetStream is not there at all.
+async fn retry<T, E, F, Fut>(urls: &str, what: &str, deadline: Instant, mut step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let error = match step().await {
+            Ok(value) => return Ok(value),
+            Err(e) => e.to_string(),
+        };
+        let lower = error.to_lowercase();
+        if lower.contains("no responders")
+            || lower.contains("not enabled")
+            || lower.contains("unavailable") && !lower.contains("temporarily")
+        {
+            anyhow::bail!(
+                "NATS at {urls} has no JetStream ({error}): start it with `nats-server -js` (a cluster's nodes each with -js)"
+            );
+        }
+        if Instant::now() + backoff > deadline {
+            anyhow::bail!("NATS at {urls}: cannot set up {what}: {error}");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn failed<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::Failed(format!("cannot {what}: {e}"))
+}
+
+/// Milliseconds since the epoch, from a timestamp's nanoseconds.
+pub fn ms_of(nanos: i128) -> u64 {
+    u64::try_from(nanos / 1_000_000).unwrap_or(0)
+}
