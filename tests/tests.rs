@@ -5,6 +5,7 @@ mod util;
 mod chat_repl;
 mod clients_pipeline;
 mod clients_resume;
+mod cluster;
 mod generated_docs;
 mod hostile;
 mod install;
