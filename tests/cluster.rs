@@ -327,9 +327,11 @@ fn three_nodes_keep_acknowledging_when_one_dies() {
     let survivors: Vec<String> = cluster.nodes.iter().filter(|n| n.name != leader).map(|n| n.url()).collect();
     let reader = bridge_on(&survivors);
     check_nothing_lost(&reader, &acked, 150);
+    println!("read back from the survivors {:?} after the kill", killed.elapsed());
     // A new stream leader, and on nats-server 2.9 maybe a new meta leader
     // before the subscription's consumer can be made again: up to ~30 s.
     let seen = take_events_within(&deliveries, 150, ELECTION);
+    println!("the subscription caught up {:?} after the kill", killed.elapsed());
     assert_eq!(seen.last().map(|e| e.seq), Some(150));
 }
 

@@ -153,6 +153,9 @@ impl Link {
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+        if !self.status.get().connected {
+            last_error = format!("the connection to NATS is lost, reconnecting ({last_error})");
+        }
         Err(Error::Timeout(format!(
             "stream {} to store the event ({}s; last: {last_error})",
             self.stream,
