@@ -426,3 +426,24 @@ fn failed<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
 pub fn ms_of(nanos: i128) -> u64 {
     u64::try_from(nanos / 1_000_000).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_is_one_token_of_a_subject() {
+        for good in ["lobby", "team-2", "a_b", &"x".repeat(64)] {
+            assert!(check_room(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a.b", "a b", "a*", ">", "é", &"x".repeat(65)] {
+            assert!(check_room(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_become_milliseconds() {
+        assert_eq!(ms_of(1_700_000_000_123_456_789), 1_700_000_000_123);
+        assert_eq!(ms_of(-5), 0);
+    }
+}
