@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub use self::backoff::DEFAULT_RETRY_FOR;
-pub use self::error::ClientError;
+pub use self::error::{ClientError, NotChatd};
 pub use self::membership::Settings;
 pub use self::membership::{Event, Membership, News};
 pub use self::render::{json_missed, render, render_event, Format};
@@ -110,13 +110,8 @@ pub fn connect_within(server: &str, patience: Duration) -> Result<(Sender, Recei
     stream.set_read_timeout(Some(patience.max(CONNECT_TIMEOUT))).map_err(connect_error)?;
     let out = BufWriter::with_capacity(64 * 1024, stream.try_clone().map_err(connect_error)?);
     let mut receiver = Receiver { stream, lines: LineReader::unlimited(), server };
-    match receiver.recv()? {
-        ServerLine::Hello { .. } => Ok((Sender { out }, receiver)),
-        ServerLine::Err(refusal) if refusal.code == ErrorCode::Full => {
-            Err(ClientError::Full { server: receiver.server, text: refusal.text })
-        }
-        other => Err(ClientError::NotChatd { server: receiver.server, first: other.to_string() }),
-    }
+    receiver.hello(patience.max(CONNECT_TIMEOUT))?;
+    Ok((Sender { out }, receiver))
 }
 
 /// Turns tags on and joins as `join` asks (`LAST`, `SINCE`, `TOKEN`); returns
@@ -221,6 +216,38 @@ impl Receiver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Err(self.lost("the server did not answer in time"))
+                }
+                Err(e) => return Err(self.lost(&e.to_string())),
+            }
+        }
+    }
+
+    /// Reads the server's first line, which must be `HELLO`: anything else
+    /// (silence, another protocol's banner, bytes that are not text) is
+    /// reported in words as not a chat server, and `ERR FULL` as full.
+    fn hello(&mut self, patience: Duration) -> Result<(), ClientError> {
+        let server = self.server.clone();
+        let not_chatd = |why| ClientError::NotChatd { server: server.clone(), why };
+        loop {
+            match self.lines.next_frame() {
+                Some(Frame::Line(line)) => {
+                    return match ServerLine::parse(line) {
+                        Ok(ServerLine::Hello { .. }) => Ok(()),
+                        Ok(ServerLine::Err(refusal)) if refusal.code == ErrorCode::Full => {
+                            Err(ClientError::Full { server: server.clone(), text: refusal.text })
+                        }
+                        _ => Err(not_chatd(NotChatd::Said(line.to_owned()))),
+                    };
+                }
+                Some(_) => return Err(not_chatd(NotChatd::NotText)),
+                None => {}
+            }
+            match self.lines.read_from(&mut &self.stream) {
+                Ok(0) => return Err(not_chatd(NotChatd::Closed)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(not_chatd(NotChatd::Silent(patience)));
                 }
                 Err(e) => return Err(self.lost(&e.to_string())),
             }
