@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
-use crate::util::{bin, PATIENCE};
+use crate::util::{bin, Chatd, PATIENCE};
 
 /// A listener on 127.0.0.1 that accepts connections, writes `banner` on
 /// each, and keeps them open (never closing, never reading) until the
@@ -62,5 +62,18 @@ fn clients_say_in_words_what_another_protocol_said_with_status_3() {
         assert_eq!(out.status.code(), Some(3), "{program}: {}", stderr(&out));
         let want = format!("{program}: {addr} is not a chat server: it said \"SSH-2.0-OpenSSH_9.2\"");
         assert!(stderr(&out).starts_with(&want), "{program}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_full_server_is_status_3_with_its_reason() {
+    let chatd = Chatd::start(&["--max-clients", "1"]);
+    let _ana = chatd.join("Ana");
+    for program in ["chat-send", "chat-tail"] {
+        let out = run(program, chatd.addr, &["hi"][..usize::from(program == "chat-send")]);
+        assert_eq!(out.status.code(), Some(3), "{program}: {}", stderr(&out));
+        let want = format!("{program}: {} is full: ", chatd.addr);
+        assert!(stderr(&out).starts_with(&want), "{program}: {}", stderr(&out));
+        assert!(stderr(&out).contains("try again later"), "{program}: {}", stderr(&out));
     }
 }

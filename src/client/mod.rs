@@ -131,6 +131,10 @@ pub fn join(sender: &mut Sender, receiver: &mut Receiver, join: &Join<'_>) -> Re
             (_, ServerLine::Err(refusal)) if matches!(refusal.code, ErrorCode::BadName | ErrorCode::NameTaken) => {
                 return Err(ClientError::NameRefused { name: join.name.to_owned(), refusal });
             }
+            // A server at its limit still says HELLO, and turns us away here.
+            (_, ServerLine::Err(refusal)) if refusal.code == ErrorCode::Full => {
+                return Err(ClientError::Full { server: receiver.server.clone(), text: refusal.text });
+            }
             (_, ServerLine::Err(refusal)) => return Err(ClientError::Refused(refusal)),
             (_, ServerLine::Bye(reason)) => return Err(receiver.bye(reason)),
             // Only OK TAGS can come before OK JOIN; ignore anything else.
