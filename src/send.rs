@@ -36,9 +36,10 @@ const CHUNK: usize = 64 * 1024;
 /// Why `chat-send` stopped short.
 #[derive(Debug)]
 pub enum SendError {
-    /// Connecting, joining, or the connection failed after the server had
-    /// confirmed input up to line `confirmed` (0: none).
-    Client { error: ClientError, confirmed: u64 },
+    /// Connecting, joining, or the connection failed after `sent` messages
+    /// went out, up to input line `last`, of which the server had confirmed
+    /// input up to line `confirmed` (0: none).
+    Client { error: ClientError, sent: u64, last: u64, confirmed: u64 },
     /// Input line `number` cannot be sent; every line before it was.
     BadLine { number: u64, why: String },
     /// The server refused one of input lines `first..=last`; every line
@@ -61,10 +62,19 @@ impl SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::Client { error, confirmed: 0 } => write!(f, "{error}"),
-            SendError::Client { error, confirmed } => write!(
+            SendError::Client { error, sent: 0, .. } => write!(f, "{error}"),
+            SendError::Client { error, confirmed, last, .. } if confirmed >= last => {
+                write!(f, "{error}; the server had confirmed every line sent, up to line {last}")
+            }
+            SendError::Client { error, sent, last, confirmed: 0 } => write!(
                 f,
-                "{error}; the server had confirmed lines up to {confirmed}, the ones after may not have arrived"
+                "{error}; {sent} line(s) sent, up to line {last}, none of them confirmed by the server: they may not \
+                 have arrived"
+            ),
+            SendError::Client { error, last, confirmed, .. } => write!(
+                f,
+                "{error}; lines sent up to {last}; the server had confirmed lines up to {confirmed}, the ones after \
+                 may not have arrived"
             ),
             SendError::BadLine { number, why } => {
                 write!(f, "line {number} {why}; the lines before it were sent, nothing from it on")
@@ -88,7 +98,7 @@ impl std::error::Error for SendError {}
 /// Sends the arguments, or else standard input; returns how many messages
 /// were sent, all confirmed.
 pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
-    let fail = |error| SendError::Client { error, confirmed: 0 };
+    let fail = |error| SendError::Client { error, sent: 0, last: 0, confirmed: 0 };
     let mut connection = client::connect(&args.server.server).map_err(fail)?;
     let name = args.name.clone().unwrap_or_else(|| client::login_name(""));
     let joined = client::join(&mut connection.0, &mut connection.1, &Join::name(&name)).map_err(fail)?;
@@ -102,15 +112,16 @@ pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     }
     // Whatever else stopped the input, prove what went before it.
     run.confirm()?;
-    if let Some((first, last, refusal)) = run.refused.take() {
-        return Err(SendError::Refused { first, last, refusal });
-    }
-    input?;
-    // Leave politely: EXIT, then wait for the server's goodbye, so it
-    // reports `LEFT … exit` and nothing is cut off by a reset.
+    let outcome = match run.refused.take() {
+        Some((first, last, refusal)) => Err(SendError::Refused { first, last, refusal }),
+        None => input.map(|()| run.sent),
+    };
+    // Leave politely, a refused line or not: EXIT, then wait for the
+    // server's goodbye, so the room sees `LEFT … exit` rather than a lost
+    // connection, and nothing is cut off by a reset.
     run.membership.leave(LEAVE_PATIENCE);
     while !matches!(run.membership.next(None), Ok(News::Left) | Err(_)) {}
-    Ok(run.sent)
+    outcome
 }
 
 struct Run {
@@ -223,6 +234,6 @@ impl Run {
     }
 
     fn lost(&self, error: ClientError) -> SendError {
-        SendError::Client { error, confirmed: self.confirmed() }
+        SendError::Client { error, sent: self.sent, last: self.last_line, confirmed: self.confirmed() }
     }
 }

@@ -248,3 +248,46 @@ fn nonsense_options_are_usage_errors_with_status_2() {
         assert!(err.contains(why), "{program} {args:?}: {err}");
     }
 }
+
+#[test]
+fn chat_send_stopped_by_a_refused_line_leaves_with_exit() {
+    let chatd = Chatd::start(&["--max-line", "64"]);
+    let mut ana = chatd.join("Ana");
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), b"ok\n\x1b[31mred\n");
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(ana.sync(), ["JOINED bot", "MSG bot ok", "LEFT bot exit"]);
+    let input = format!("short\n{}\n", "y".repeat(100));
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot2"]), input.as_bytes());
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(ana.sync(), ["JOINED bot2", "MSG bot2 short", "LEFT bot2 exit"]);
+}
+
+/// Waits for a child's output, failing after `PATIENCE`.
+fn output_within_patience(child: std::process::Child) -> Output {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    result.recv_timeout(PATIENCE).expect("the client did not exit in time").expect("wait for the client")
+}
+
+#[test]
+fn tail_f_into_chat_send_notices_at_once_that_the_server_went_away() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut child = tool(&chatd, "chat-send")
+        .args(["-n", "bot", "--no-reconnect"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `tail -f`: input that stays open, with nothing more to say.
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"one\n").unwrap();
+    watcher.expect("JOINED bot");
+    watcher.expect("MSG bot one");
+    drop(chatd);
+    let out = output_within_patience(child);
+    drop(input);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("1 line(s) sent, up to line 1, none of them confirmed by the server"), "{err}");
+}
