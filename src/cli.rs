@@ -214,8 +214,10 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub server: ServerOpt,
 
-    /// The name to join as; asked for when not given (your login name when input is not a terminal).
-    #[arg(short, long, value_name = "NAME", env = "CHAT_NAME")]
+    /// The name to join as [default: $CHAT_NAME, or asked for]. With input not a terminal, the default is
+    /// $CHAT_NAME or your login name, with -send after it (then -send2, ...) while your own chat holds that
+    /// name, as chat-send does.
+    #[arg(short, long, value_name = "NAME")]
     pub name: Option<String>,
 
     /// On joining, show the room's last N events (as many as the server keeps), with their times,
@@ -249,8 +251,9 @@ pub struct ChatSendArgs {
     #[command(flatten)]
     pub server: ServerOpt,
 
-    /// The name to send as [default: your login name].
-    #[arg(short, long, value_name = "NAME", env = "CHAT_NAME")]
+    /// The name to send as, taken or not [default: $CHAT_NAME or your login name; while your own chat holds
+    /// that name, the name with -send after it (then -send2, ...), so the room still sees who said it].
+    #[arg(short, long, value_name = "NAME")]
     pub name: Option<String>,
 
     /// The message to send; several words are joined with spaces. Without it, standard input is sent.

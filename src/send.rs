@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::cli::ChatSendArgs;
 use crate::client::{self, ClientError, Membership, News, Watch};
 use crate::exit_codes as exit;
-use crate::protocol::{self, Join, Refusal, ServerLine};
+use crate::protocol::{self, Refusal, Replay, ServerLine};
 
 /// Lines between two progress `PING`s.
 const CONFIRM_EVERY: u64 = 1024;
@@ -100,8 +100,7 @@ impl std::error::Error for SendError {}
 pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     let fail = |error| SendError::Client { error, sent: 0, last: 0, confirmed: 0 };
     let mut connection = client::connect(&args.server.server).map_err(fail)?;
-    let name = args.name.clone().unwrap_or_else(|| client::login_name(""));
-    let joined = client::join(&mut connection.0, &mut connection.1, &Join::name(&name)).map_err(fail)?;
+    let joined = client::join_as_a_sender(&mut connection, args.name.as_deref(), Replay::Last(0)).map_err(fail)?;
     let membership = Membership::start(connection, joined, None, args.server.settings()).map_err(fail)?;
     let mut run = Run { membership, sent: 0, last_line: 0, refused: None };
 

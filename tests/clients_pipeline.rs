@@ -291,3 +291,34 @@ fn tail_f_into_chat_send_notices_at_once_that_the_server_went_away() {
     let err = stderr(&out);
     assert!(err.contains("1 line(s) sent, up to line 1, none of them confirmed by the server"), "{err}");
 }
+
+#[test]
+fn chat_send_and_a_piped_chat_work_beside_the_persons_own_chat() {
+    let chatd = Chatd::start(&[]);
+    // Ana's own chat holds the name.
+    let mut ana = chatd.join("Ana");
+    let out = tool(&chatd, "chat-send").env("CHAT_NAME", "Ana").arg("from a script").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut chat = aimed_at(&chatd, Command::new(bin("chat")));
+    let out = run_with_input(chat.env("CHAT_NAME", "Ana"), b"from a pipe\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = [
+        "JOINED Ana-send",
+        "MSG Ana-send from a script",
+        "LEFT Ana-send exit",
+        "JOINED Ana-send",
+        "MSG Ana-send from a pipe",
+        "LEFT Ana-send exit",
+    ];
+    assert_eq!(ana.sync(), want);
+    // A name given with --name is taken as it is, or not at all.
+    let out = tool(&chatd, "chat-send").args(["--name", "Ana", "hi"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // With Ana's chat gone, chat-send speaks as Ana.
+    ana.send("EXIT");
+    ana.expect_closed_after("BYE exit");
+    let mut bob = chatd.join("Bob");
+    let out = tool(&chatd, "chat-send").env("CHAT_NAME", "Ana").arg("alone").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(bob.sync(), ["JOINED Ana", "MSG Ana alone", "LEFT Ana exit"]);
+}

@@ -279,6 +279,69 @@ impl From<io::Error> for ClientError {
     }
 }
 
+/// How many names a tool of the person's tries when the name is taken:
+/// `ana-send`, then `ana-send2` up to `ana-send9`.
+const NAME_TRIES: u32 = 9;
+
+/// The name a person goes by when none is given: `$CHAT_NAME`, or else the
+/// login name.
+pub fn own_name() -> String {
+    match std::env::var("CHAT_NAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => login_name(""),
+    }
+}
+
+/// `base` with `suffix` after it, then numbered (`ana-tail`, `ana-tail2`,
+/// …), each cut to fit a name: the names a tool of the person's takes
+/// beside the person's own `chat`.
+pub fn suffixed_names(base: &str, suffix: &str) -> impl Iterator<Item = String> {
+    let (base, suffix) = (base.to_owned(), suffix.to_owned());
+    (1..=NAME_TRIES).map(move |n| {
+        let tail = if n == 1 { suffix.clone() } else { format!("{suffix}{n}") };
+        let room = crate::name::MAX_CHARS.saturating_sub(tail.chars().count());
+        base.chars().take(room).chain(tail.chars()).collect()
+    })
+}
+
+/// Joins under the first of `names` that is not taken; when all are, the
+/// error for the last one.
+pub fn join_first_free(
+    sender: &mut Sender,
+    receiver: &mut Receiver,
+    names: impl IntoIterator<Item = String>,
+    replay: crate::protocol::Replay<'_>,
+) -> Result<Joined, ClientError> {
+    let mut taken = None;
+    for name in names {
+        match join(sender, receiver, &Join { name: &name, replay, token: None }) {
+            Err(e @ ClientError::NameRefused { .. }) if is_taken(&e) => taken = Some(e),
+            other => return other,
+        }
+    }
+    Err(taken.expect("at least one name was tried"))
+}
+
+/// Joins for `chat-send` or a piped `chat`: as `name` when given, taken or
+/// not; else as the person's own name (`own_name`) or, when their `chat`
+/// holds it, with `-send` after it (`ana-send`, `ana-send2`, …), so one
+/// person's tools work side by side and the room still sees who spoke.
+pub fn join_as_a_sender(
+    (sender, receiver): &mut (Sender, Receiver),
+    name: Option<&str>,
+    replay: crate::protocol::Replay<'_>,
+) -> Result<Joined, ClientError> {
+    if let Some(name) = name {
+        return join(sender, receiver, &Join { name, replay, token: None });
+    }
+    let own = own_name();
+    join_first_free(sender, receiver, std::iter::once(own.clone()).chain(suffixed_names(&own, "-send")), replay)
+}
+
+fn is_taken(error: &ClientError) -> bool {
+    matches!(error, ClientError::NameRefused { refusal, .. } if refusal.code == ErrorCode::NameTaken)
+}
+
 /// A name made from the login name, valid for the protocol, with `suffix`.
 pub fn login_name(suffix: &str) -> String {
     let login = std::env::var("USER")
@@ -312,6 +375,18 @@ mod tests {
         for (given, want) in cases {
             assert_eq!(with_default_port(given), want, "{given}");
         }
+    }
+
+    #[test]
+    fn suffixed_names_are_numbered_and_cut_to_fit() {
+        let names: Vec<String> = suffixed_names("Ana", "-send").take(3).collect();
+        assert_eq!(names, ["Ana-send", "Ana-send2", "Ana-send3"]);
+        let long = "x".repeat(40);
+        for name in suffixed_names(&long, "-tail") {
+            assert!(crate::name::Name::parse(&name).is_ok(), "{name:?}");
+            assert!(name.ends_with("-tail") || name.contains("-tail"), "{name:?}");
+        }
+        assert_eq!(suffixed_names(&long, "-tail").last().unwrap(), format!("{}-tail9", "x".repeat(26)));
     }
 
     #[test]

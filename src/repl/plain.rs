@@ -8,16 +8,15 @@ use super::session::{Look, Session};
 use super::ChatError;
 use crate::cli::ChatArgs;
 use crate::client::{self, Membership};
-use crate::protocol::{Join, Replay};
+use crate::protocol::Replay;
 
 /// Sends each line of standard input as a message and prints the room's
 /// events on standard output, until input ends; then leaves once the server
 /// confirmed every line, riding out lost connections meanwhile.
 pub(super) fn plain(args: &ChatArgs) -> Result<(), ChatError> {
-    let name = args.name.clone().unwrap_or_else(|| client::login_name(""));
     let mut connection = client::connect(&args.server.server)?;
-    let join = Join { name: &name, replay: Replay::Last(args.history.unwrap_or(0)), token: None };
-    let joined = client::join(&mut connection.0, &mut connection.1, &join)?;
+    let replay = Replay::Last(args.history.unwrap_or(0));
+    let joined = client::join_as_a_sender(&mut connection, args.name.as_deref(), replay)?;
     let membership = Membership::start(connection, joined, None, args.server.settings())?;
     let mut out = io::stdout();
     let mut open = true;

@@ -43,7 +43,8 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let server = &args.server.server;
     let history_events = args.history.unwrap_or(DEFAULT_HISTORY);
     let mut connection = client::connect(server)?;
-    let joined = match &args.name {
+    let given = args.name.clone().or_else(|| std::env::var("CHAT_NAME").ok().filter(|name| !name.is_empty()));
+    let joined = match &given {
         Some(name) => client::join(&mut connection.0, &mut connection.1, &joining(name, history_events))?,
         None => match ask_name(&mut editor, &mut connection, server, history_events)? {
             Some(joined) => joined,
