@@ -1,7 +1,9 @@
 //! `chat-send`: lines in, one `MSG` each, and proof that the server took them
 //! all. Lines are checked before they are sent, so a line the protocol would
-//! refuse stops the run with its line number; a `PING` every so often tells
-//! how far the server has confirmed, and a final `PING` proves the rest.
+//! refuse stops the run with its line number; the length is the server's to
+//! judge, and a line too long for the default limit goes out alone, so that
+//! a refusal names it. A `PING` every so often tells how far the server has
+//! confirmed, and a final `PING` proves the rest.
 //!
 //! One thread waits in `poll` on standard input and the server at once. A
 //! lost connection or a restarting server is survived: the membership
@@ -164,6 +166,9 @@ impl Run {
             while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
                 number += 1;
                 self.send_line(number, &partial[start..start + end])?;
+                if self.refused.is_some() {
+                    return Ok(());
+                }
                 start += end + 1;
             }
             partial.drain(..start);
@@ -201,10 +206,25 @@ impl Run {
         let bad = |why: String| SendError::BadLine { number, why };
         let text = std::str::from_utf8(raw).map_err(|_| bad("is not UTF-8".into()))?;
         protocol::check_outgoing(text).map_err(|refusal| bad(format!("is refused: {}", refusal.text)))?;
+        // Only the server knows its line limit. A line too long for the
+        // default one goes out alone, between two confirmations, so that a
+        // TOO_LONG names it and nothing after it is sent.
+        let alone = text.len() > protocol::MAX_TEXT;
+        if alone {
+            self.confirm()?;
+            if self.refused.is_some() {
+                return Ok(());
+            }
+        }
         self.membership.say(text, number);
         self.sent += 1;
         self.last_line = number;
-        if self.sent % CONFIRM_EVERY == 0 {
+        if alone {
+            self.confirm()?;
+            if let Some((first, last, _)) = &mut self.refused {
+                (*first, *last) = (number, number);
+            }
+        } else if self.sent % CONFIRM_EVERY == 0 {
             self.membership.checkpoint();
         }
         Ok(())

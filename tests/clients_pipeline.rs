@@ -78,11 +78,8 @@ fn a_line_the_protocol_refuses_stops_chat_send_naming_the_line() {
     let input = format!("fine\nalso fine\n{long}\nnever sent\n");
     let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), input.as_bytes());
     assert_eq!(out.status.code(), Some(6));
-    assert!(
-        stderr(&out).contains("line 3 is refused: message has 5000 bytes, more than the 4091 a line holds"),
-        "{}",
-        stderr(&out)
-    );
+    let want = "the server refused line 3: TOO_LONG line longer than 4096 bytes (newline included)";
+    assert!(stderr(&out).contains(want), "{}", stderr(&out));
     let seen = ana.sync();
     assert_eq!(&seen[..3], ["JOINED bot", "MSG bot fine", "MSG bot also fine"]);
     assert!(!seen.iter().any(|l| l.contains("never sent")), "{seen:?}");
@@ -93,6 +90,25 @@ fn a_line_the_protocol_refuses_stops_chat_send_naming_the_line() {
     let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot3"]), b"\xff\xfe\n");
     assert_eq!(out.status.code(), Some(6));
     assert!(stderr(&out).contains("line 1 is not UTF-8"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_server_judges_the_line_length_so_chat_send_sends_what_it_takes() {
+    let chatd = Chatd::start(&["--max-line", "64K"]);
+    let mut ana = chatd.join("Ana");
+    let long = "x".repeat(60_000);
+    let input = format!("before\n{long}\nafter\n");
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = ["JOINED bot".to_owned(), "MSG bot before".into(), format!("MSG bot {long}"), "MSG bot after".into()];
+    assert_eq!(ana.sync()[..4], want);
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), format!("{long}{long}\n").as_bytes());
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the server refused line 1: TOO_LONG line longer than 65536 bytes"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -221,9 +221,8 @@ mod tests {
     #[test]
     fn messages_the_server_would_refuse_are_refused_here() {
         assert_eq!(check_message("tab\tis fine"), Ok(()));
-        use crate::protocol::MAX_TEXT;
-        assert_eq!(check_message(&"x".repeat(MAX_TEXT)), Ok(()));
-        assert!(check_message(&"x".repeat(MAX_TEXT + 1)).unwrap_err().contains("4092 bytes"));
+        // The line limit is the server's to judge: it may take long lines.
+        assert_eq!(check_message(&"x".repeat(64 * 1024)), Ok(()));
         assert!(check_message("esc\u{1b}[2J").unwrap_err().contains("U+001B"));
     }
 }
