@@ -174,7 +174,7 @@ impl ServerOpt {
 const CHAT_EXIT_STATUS: &str = "\
 Exit status: 0 after /quit, Ctrl-D or the end of input; 1 another failure; 2 bad usage; 3 cannot \
 connect; 4 the name is taken or invalid; 5 the connection was lost and not made again within \
---retry-for, or another connection took the membership over.";
+--retry-for, or another connection took the membership over; 130 Ctrl-C at the name prompt.";
 
 const CHAT_SEND_EXIT_STATUS: &str = "\
 Exit status: 0 once the server confirmed every line; 1 another failure; 2 bad usage; 3 cannot \
@@ -198,7 +198,8 @@ made again within --retry-for, or another connection took the membership over.";
 Lines you type are sent as messages; what others say appears above the prompt without \
 disturbing the line you are typing. Commands: /who lists the room, /quit (or Ctrl-D) \
 leaves, /help shows this list; start a message with // to send a line that begins with /. \
-Ctrl-C clears the line. History is kept in $XDG_STATE_HOME/minichat/history \
+Ctrl-C clears the line, leaving it on the screen marked ^C, as shells do; at the name prompt it \
+leaves (exit status 130). History is kept in $XDG_STATE_HOME/minichat/history \
 (~/.local/state/minichat/history).
 
 On joining it shows the room's last events (--history) with their local times, above a line \

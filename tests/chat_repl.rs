@@ -193,9 +193,29 @@ fn a_server_that_never_comes_back_ends_chat_with_status_5_and_a_usable_terminal(
     ana.wait_for_line("* connection lost; reconnecting…");
     let screen = ana.wait_for_line("EXITED:5");
     assert!(screen.contains("the server shut down; gave up reconnecting after 1.0 s"), "{screen}");
+    assert!(has_line(&screen, "chat: not sent (kept in the history: Up finds it next time): half typed"), "{screen}");
     ana.type_line("still works");
     ana.wait_for_line("GOT:still works");
     assert!(has_line(&ana.screen(), "still works"), "the typed line was not echoed:\n{}", ana.screen());
+    let history = std::fs::read_to_string(state.path().join("minichat/history")).unwrap();
+    assert!(has_line(&history, "half typed"), "history: {history:?}");
+}
+
+#[test]
+fn ctrl_c_at_the_name_prompt_leaves_with_status_130() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let state = TempDir::new("chat");
+    // The shell stays, so that tmux keeps the whole screen once chat is gone.
+    let chat = Tmux::start(&(chat_command(&chatd, state.path(), "") + "; read line"));
+    chat.wait_for_line("name:");
+    chat.type_text("An");
+    chat.wait_for_line("name: An");
+    chat.press("C-c");
+    let screen = chat.wait_for_line("EXITED:130");
+    assert!(has_line(&screen, "name: An^C"), "{screen}");
 }
 
 #[test]
@@ -351,7 +371,10 @@ fn ctrl_c_clears_the_line_and_ctrl_d_leaves() {
     ana.type_text("oops");
     ana.wait_for_line("Ana> oops");
     ana.press("C-c");
-    ana.wait_for("an empty prompt after Ctrl-C", |screen| last_line(screen) == "Ana>");
+    // Marked as shells do, so that it never looks like a line sent.
+    ana.wait_for("the cleared line marked, then an empty prompt", |screen| {
+        has_line(screen, "Ana> oops^C") && last_line(screen) == "Ana>"
+    });
     ana.type_line("fine");
     bob.expect("MSG Ana fine");
     ana.press("C-d");

@@ -7,6 +7,7 @@
 //! - `session`: the joined connection and the thread that shows the room;
 //! - `line_history`: the typed lines kept across runs;
 //! - `clock`: an event's time as a person reads it;
+//! - `typing`: the line being typed, Ctrl-C's mark on it;
 //! - `plain`: the line reader for pipes.
 
 mod clock;
@@ -14,6 +15,7 @@ mod line_history;
 mod plain;
 mod prompt;
 mod session;
+mod typing;
 
 use std::fmt;
 use std::io::{self, IsTerminal};
@@ -30,6 +32,8 @@ pub enum ChatError {
     Client(ClientError),
     Terminal(ReadlineError),
     Input(io::Error),
+    /// Ctrl-C at the name prompt: leaving, as a shell would.
+    Interrupted,
 }
 
 impl ChatError {
@@ -38,6 +42,7 @@ impl ChatError {
         match self {
             ChatError::Client(e) => e.exit_code(),
             ChatError::Terminal(_) | ChatError::Input(_) => exit::FAILURE,
+            ChatError::Interrupted => exit::INTERRUPTED,
         }
     }
 }
@@ -48,6 +53,7 @@ impl fmt::Display for ChatError {
             ChatError::Client(e) => write!(f, "{e}"),
             ChatError::Terminal(e) => write!(f, "the terminal failed: {e}"),
             ChatError::Input(e) => write!(f, "cannot read standard input: {e}"),
+            ChatError::Interrupted => f.write_str("interrupted"),
         }
     }
 }

@@ -22,7 +22,7 @@ pub(super) fn plain(args: &ChatArgs) -> Result<(), ChatError> {
     let mut open = true;
     // With standard output closed (`chat | head -1`) the input is still sent.
     let show = move |text: String| open = open && writeln!(out, "{text}").is_ok();
-    let session = Session::start(membership, show, Look { timed: false }, None).map_err(ChatError::Input)?;
+    let session = Session::start(membership, show, Look { timed: false }, None, None).map_err(ChatError::Input)?;
     let mut input = BufReader::new(io::stdin().lock());
     let mut line = Vec::new();
     for number in 1.. {

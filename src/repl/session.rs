@@ -10,7 +10,8 @@
 use std::io::{self, Read as _, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use jiff::tz::TimeZone;
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::client::{render, ClientError, Event, Format, Membership, News, Watch};
+use crate::protocol::Printable;
 
 /// Most messages waiting to be confirmed before typed lines wait in turn.
 const MAX_UNCONFIRMED: usize = 8192;
@@ -39,6 +41,13 @@ pub(super) struct Session {
     ended: mpsc::Receiver<Result<(), ClientError>>,
 }
 
+/// The line being typed, and where the history is kept: a line typed when
+/// the connection is gone for good is shown and kept, not lost.
+pub(super) struct Unsent {
+    pub line: Arc<Mutex<String>>,
+    pub history: Option<PathBuf>,
+}
+
 /// How events are shown.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Look {
@@ -55,6 +64,7 @@ impl Session {
         show: impl FnMut(String) + Send + 'static,
         look: Look,
         terminal: Option<Termios>,
+        unsent: Option<Unsent>,
     ) -> io::Result<Session> {
         let (wake, woken) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
@@ -66,7 +76,7 @@ impl Session {
             let end = connection.run();
             let membership = &connection.membership;
             match end {
-                Err(e) if !membership.is_leaving() => quit_lost(&e, terminal.as_ref()),
+                Err(e) if !membership.is_leaving() => quit_lost(&e, terminal.as_ref(), unsent.as_ref()),
                 // Everything said was confirmed: a goodbye cut short loses nothing.
                 Err(_) if membership.all_confirmed() => drop(report.send(Ok(()))),
                 end => drop(report.send(end)),
@@ -194,7 +204,7 @@ fn reconnected(missed: Option<Option<u64>>) -> String {
 /// while the person's thread may be inside `readline`: so the terminal is
 /// put back first, as the editor would have on return. History is saved
 /// line by line, so nothing is lost.
-fn quit_lost(err: &ClientError, terminal: Option<&Termios>) -> ! {
+fn quit_lost(err: &ClientError, terminal: Option<&Termios>, unsent: Option<&Unsent>) -> ! {
     if let Some(saved) = terminal {
         let _ = termios::tcsetattr(io::stdin(), SetArg::TCSANOW, saved);
         // Bracketed paste off, as the editor leaves it; then off the prompt line.
@@ -202,6 +212,15 @@ fn quit_lost(err: &ClientError, terminal: Option<&Termios>) -> ! {
         let _ = out.write_all(b"\x1b[?2004l\n").and_then(|()| out.flush());
     }
     eprintln!("chat: {err}");
+    if let Some(unsent) = unsent {
+        let line = unsent.line.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !line.trim().is_empty() {
+            let kept =
+                unsent.history.as_deref().is_some_and(|file| super::line_history::save_line(file, &line).is_ok());
+            let kept = if kept { " (kept in the history: Up finds it next time)" } else { "" };
+            eprintln!("chat: not sent{kept}: {}", Printable(&line));
+        }
+    }
     std::process::exit(err.exit_code().into())
 }
 
