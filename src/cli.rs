@@ -203,7 +203,9 @@ leaves (exit status 130). History is kept in $XDG_STATE_HOME/minichat/history \
 (~/.local/state/minichat/history).
 
 On joining it shows the room's last events (--history) with their local times, above a line \
-`-- live --`; every event shows its time. When the connection is lost it says so, reconnects, \
+`-- live --`; every event shows its time. A member that joins and leaves with EXIT within a \
+second (a chat-send) is shown as its messages alone, without its joining and leaving; so a join \
+is shown up to a second late, with what came after it. When the connection is lost it says so, reconnects, \
 resumes where it was, and says whether anything was missed; lines typed meanwhile are sent once \
 reconnected, in order, each exactly once.
 

@@ -52,7 +52,7 @@ pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
                 eprintln!("chat-tail: reconnected to {}", membership.server());
                 continue;
             }
-            News::Live | News::Confirmed | News::Reply(_) | News::Left => continue,
+            News::Live | News::Confirmed | News::Reply(_) | News::Left | News::TimeUp => continue,
         };
         match &event.line {
             ServerLine::Msg { .. } => messages += 1,

@@ -398,3 +398,29 @@ fn a_history_that_cannot_be_kept_is_a_warning() {
     ana.type_line("still here");
     bob.expect("MSG Ana still here");
 }
+
+#[test]
+fn a_one_off_chat_send_shows_as_its_message_alone() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new("chat");
+    let ana = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    let sent = Command::new(bin("chat-send"))
+        .args(["--server", &chatd.addr.to_string(), "--name", "deploy", "release 1.4 is out"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    // A visit that stays is shown joining, after what came before it.
+    let mut luis = chatd.join("Luis");
+    luis.send("MSG hola");
+    let screen = ana.wait_for("Luis's message", |screen| has_timed_line(screen, "Luis: hola"));
+    assert!(has_timed_line(&screen, "deploy: release 1.4 is out"), "{screen}");
+    assert!(!screen.contains("deploy joined") && !screen.contains("deploy left"), "{screen}");
+    let rows: Vec<&str> = screen.lines().filter(|l| l.contains("deploy: ") || l.contains("Luis")).collect();
+    assert_eq!(rows.len(), 3, "{screen}");
+    assert!(rows[0].ends_with("deploy: release 1.4 is out") && rows[1].ends_with("* Luis joined"), "{screen}");
+}

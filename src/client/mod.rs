@@ -21,7 +21,7 @@ mod wait;
 
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use self::backoff::DEFAULT_RETRY_FOR;
 pub use self::error::{ClientError, NotChatd};
@@ -74,6 +74,8 @@ pub enum Arrival {
     Line(Tags, ServerLine),
     /// The watched descriptor reported these events.
     Watched(nix::poll::PollFlags),
+    /// The time given passed first.
+    TimeUp,
 }
 
 /// What the server said of a join it accepted: with tags on (version 2),
@@ -179,16 +181,17 @@ impl Receiver {
 
     /// The next line from the server, with its tags.
     pub fn recv_tagged(&mut self) -> Result<(Tags, ServerLine), ClientError> {
-        match self.next(None)? {
+        match self.next(None, None)? {
             Arrival::Line(tags, line) => Ok((tags, line)),
-            Arrival::Watched(_) => unreachable!("nothing was watched"),
+            Arrival::Watched(_) | Arrival::TimeUp => unreachable!("nothing was watched, no time set"),
         }
     }
 
     /// The next line from the server or, when `watch` reports one of its
     /// events first, those events: `chat-tail` learns so that its reader went
-    /// away even in a quiet room.
-    pub fn next(&mut self, watch: Option<Watch<'_>>) -> Result<Arrival, ClientError> {
+    /// away even in a quiet room. With `until`, `TimeUp` once it has passed
+    /// with no line in.
+    pub fn next(&mut self, watch: Option<Watch<'_>>, until: Option<Instant>) -> Result<Arrival, ClientError> {
         loop {
             match self.lines.next_frame() {
                 Some(Frame::Line(line)) => {
@@ -198,9 +201,13 @@ impl Receiver {
                 Some(_) => return Err(self.lost("the server sent a line that is not UTF-8")),
                 None => {}
             }
+            let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Ok(Arrival::TimeUp);
+            }
             let mut watched = None;
-            if watch.is_some() {
-                let ready = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, None)
+            if watch.is_some() || left.is_some() {
+                let ready = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, left)
                     .map_err(|e| self.lost(&e.to_string()))?;
                 // With both ready, what the socket has is read first, so that a
                 // watch that is always ready (input from a file) starves nobody.

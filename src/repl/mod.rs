@@ -7,11 +7,13 @@
 //! - `session`: the joined connection and the thread that shows the room;
 //! - `line_history`: the typed lines kept across runs;
 //! - `clock`: an event's time as a person reads it;
+//! - `one_off`: a `chat-send`'s visit shown as its messages alone;
 //! - `typing`: the line being typed, Ctrl-C's mark on it;
 //! - `plain`: the line reader for pipes.
 
 mod clock;
 mod line_history;
+mod one_off;
 mod plain;
 mod prompt;
 mod session;

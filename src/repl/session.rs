@@ -13,11 +13,12 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use nix::sys::termios::{self, SetArg, Termios};
 
+use super::one_off::OneOffs;
 use crate::client::{render, ClientError, Event, Format, Membership, News, Watch};
 use crate::protocol::Printable;
 
@@ -72,7 +73,15 @@ impl Session {
         let (asks, asked) = mpsc::sync_channel(256);
         let (report, ended) = mpsc::channel();
         thread::spawn(move || {
-            let mut connection = Connection { membership, asked, woken, show, look, zone: TimeZone::system() };
+            let mut connection = Connection {
+                membership,
+                asked,
+                woken,
+                show,
+                look,
+                zone: TimeZone::system(),
+                one_offs: OneOffs::default(),
+            };
             let end = connection.run();
             let membership = &connection.membership;
             match end {
@@ -124,6 +133,8 @@ struct Connection<F> {
     show: F,
     look: Look,
     zone: TimeZone,
+    /// Events held back while a visit may yet turn out to be a one-off.
+    one_offs: OneOffs,
 }
 
 impl<F: FnMut(String)> Connection<F> {
@@ -140,7 +151,8 @@ impl<F: FnMut(String)> Connection<F> {
             }
             let room = self.membership.unconfirmed() < MAX_UNCONFIRMED && !self.membership.is_leaving() && !abandoned;
             let watch = room.then(|| Watch::readable(self.woken.as_fd()));
-            match self.membership.next(watch)? {
+            match self.membership.next_until(watch, self.one_offs.due())? {
+                News::TimeUp => self.show_held(),
                 News::Watched(_) => {
                     abandoned = matches!((&self.woken).read(&mut [0; 512]), Ok(0));
                     for ask in self.asked.try_iter().take(256) {
@@ -159,22 +171,47 @@ impl<F: FnMut(String)> Connection<F> {
                 }
                 News::Event(event) => {
                     history += usize::from(event.replayed);
-                    if let Some(text) = self.shown(&event) {
-                        (self.show)(text);
+                    for event in self.one_offs.take(event, Instant::now()) {
+                        self.show_event(&event);
                     }
                 }
-                News::Live if history > 0 => (self.show)("-- live --".into()),
-                News::Lost(_) => (self.show)("* connection lost; reconnecting…".into()),
+                News::Live if history > 0 => {
+                    self.show_held();
+                    (self.show)("-- live --".into());
+                }
+                News::Lost(_) => {
+                    self.show_held();
+                    (self.show)("* connection lost; reconnecting…".into());
+                }
                 News::Missed { count, .. } => missed = Some(count),
-                News::Resumed { .. } => (self.show)(reconnected(missed.take())),
+                News::Resumed { .. } => {
+                    self.show_held();
+                    (self.show)(reconnected(missed.take()));
+                }
                 News::Reply(line) => {
                     if let Some(text) = render(&line, Format::Human) {
                         (self.show)(text);
                     }
                 }
-                News::Left => return Ok(()),
+                News::Left => {
+                    self.show_held();
+                    return Ok(());
+                }
                 News::Live | News::Confirmed => {}
             }
+        }
+    }
+
+    fn show_event(&mut self, event: &Event) {
+        if let Some(text) = self.shown(event) {
+            (self.show)(text);
+        }
+    }
+
+    /// Shows what was held back for a visit that was no one-off.
+    fn show_held(&mut self) {
+        for event in self.one_offs.flush() {
+            self.show_event(&event);
         }
     }
 
