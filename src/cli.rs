@@ -210,7 +210,8 @@ resumes where it was, and says whether anything was missed; lines typed meanwhil
 reconnected, in order, each exactly once.
 
 With standard input not a terminal (echo hi | chat), each input line is sent as a message \
-and the room's events are printed until input ends.",
+and the room's events are printed until input ends; at a terminal, the room's last events \
+(--history) come first, so that echo hi | chat shows where the line went.",
     after_long_help = CHAT_EXIT_STATUS
 )]
 pub struct ChatArgs {
@@ -224,8 +225,8 @@ pub struct ChatArgs {
     pub name: Option<String>,
 
     /// On joining, show the room's last N events (as many as the server keeps), with their times,
-    /// above a line "-- live --"; 0 shows none [default: 20 at a terminal, 0 when input or output is
-    /// not one].
+    /// above a line "-- live --"; 0 shows none [default: 20 when standard output is a terminal, echo hi |
+    /// chat included; 0 when it is not].
     #[arg(long, value_name = "N")]
     pub history: Option<u64>,
 }

@@ -424,3 +424,22 @@ fn a_one_off_chat_send_shows_as_its_message_alone() {
     assert_eq!(rows.len(), 3, "{screen}");
     assert!(rows[0].ends_with("deploy: release 1.4 is out") && rows[1].ends_with("* Luis joined"), "{screen}");
 }
+
+#[test]
+fn echo_into_chat_at_a_terminal_shows_the_room() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    bob.send("MSG anyone here?");
+    bob.sync();
+    let state = TempDir::new("chat");
+    // The shell stays, so that tmux keeps the whole screen once chat is gone.
+    let command = format!("echo hi | {}; read line", chat_command(&chatd, state.path(), "--name Pipe"));
+    let pipe = Tmux::start(&command);
+    let screen = pipe.wait_for_line("EXITED:0");
+    assert!(has_timed_line(&screen, "Bob: anyone here?") && has_line(&screen, "-- live --"), "{screen}");
+    bob.expect("JOINED Pipe");
+    bob.expect("MSG Pipe hi");
+}

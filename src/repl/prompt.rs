@@ -21,7 +21,7 @@ use crate::protocol::{self, ByeReason, ErrorCode, Join, Printable, Replay};
 const QUIT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The room's events shown on joining, unless `--history` says otherwise.
-const DEFAULT_HISTORY: u64 = 20;
+pub(super) const DEFAULT_HISTORY: u64 = 20;
 
 /// Lines of history kept.
 const HISTORY_SIZE: usize = 1000;
