@@ -218,7 +218,8 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub server: ServerOpt,
 
-    /// The name to join as [default: $CHAT_NAME, or asked for]. With input not a terminal, the default is
+    /// The name to join as [default: $CHAT_NAME, or asked for; asked for too when $CHAT_NAME is taken]. With
+    /// input not a terminal, the default is
     /// $CHAT_NAME or your login name, with -send after it (then -send2, ...) while your own chat holds that
     /// name, as chat-send does.
     #[arg(short, long, value_name = "NAME")]
@@ -255,8 +256,9 @@ pub struct ChatSendArgs {
     #[command(flatten)]
     pub server: ServerOpt,
 
-    /// The name to send as, taken or not [default: $CHAT_NAME or your login name; while your own chat holds
-    /// that name, the name with -send after it (then -send2, ...), so the room still sees who said it].
+    /// The name to send as, exactly (status 4 when it is taken) [default: $CHAT_NAME or your login name; while
+    /// your own chat holds that name, the name with -send after it (then -send2, ...), so the room still sees
+    /// who said it].
     #[arg(short, long, value_name = "NAME")]
     pub name: Option<String>,
 

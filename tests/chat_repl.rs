@@ -443,3 +443,26 @@ fn echo_into_chat_at_a_terminal_shows_the_room() {
     bob.expect("JOINED Pipe");
     bob.expect("MSG Pipe hi");
 }
+
+#[test]
+fn a_taken_name_from_chat_name_is_asked_again() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    // Ana's chat is open in another window.
+    let mut holder = chatd.join("Ana");
+    let state = TempDir::new("chat");
+    let command = chat_command(&chatd, state.path(), "").replacen(
+        "-u CHAT_NAME -u CHAT_SERVER ",
+        "-u CHAT_SERVER CHAT_NAME=Ana ",
+        1,
+    );
+    let chat = Tmux::start(&command);
+    chat.wait_for("that Ana is taken, and the name prompt", |screen| {
+        screen.contains("Ana is taken") && last_line(screen) == "name:"
+    });
+    chat.type_line("Ana2");
+    holder.expect("JOINED Ana2");
+    chat.wait_for_line("Ana2>");
+}

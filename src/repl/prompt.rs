@@ -46,9 +46,21 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let server = &args.server.server;
     let history_events = args.history.unwrap_or(DEFAULT_HISTORY);
     let mut connection = client::connect(server)?;
-    let given = args.name.clone().or_else(|| std::env::var("CHAT_NAME").ok().filter(|name| !name.is_empty()));
-    let joined = match &given {
-        Some(name) => client::join(&mut connection.0, &mut connection.1, &joining(name, history_events))?,
+    // A name from CHAT_NAME that is taken (this person's chat is open in
+    // another window) is asked again, as a typed one is; --name is final.
+    let from_env = std::env::var("CHAT_NAME").ok().filter(|name| !name.is_empty() && args.name.is_none());
+    let mut joined = None;
+    if let Some(name) = args.name.as_ref().or(from_env.as_ref()) {
+        match client::join(&mut connection.0, &mut connection.1, &joining(name, history_events)) {
+            Ok(done) => joined = Some(done),
+            Err(ClientError::NameRefused { refusal, .. }) if from_env.is_some() => {
+                println!("{}", Printable(&refusal.text));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let joined = match joined {
+        Some(joined) => joined,
         None => match ask_name(&mut editor, &typing, &mut connection, server, history_events)? {
             Some(joined) => joined,
             None => {
