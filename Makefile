@@ -3,7 +3,8 @@
 #   make                    build the release binaries (cargo build --locked, release profile)
 #   make install            install the binaries, man pages and shell completions
 #                           into $(DESTDIR)$(PREFIX); uses the binaries already in
-#                           $(PROFILE_DIR) as they are, and builds them only if missing
+#                           $(PROFILE_DIR) as they are, builds them only if missing,
+#                           and stops if they are older than the sources
 #   make uninstall          remove exactly the files `make install` installs
 #   make install-systemd    install contrib/chatd.service into $(DESTDIR)$(SYSTEMDUNITDIR),
 #                           its ExecStart pointing at $(BINDIR)/chatd
@@ -49,8 +50,16 @@ INSTALLED = \
 	$(addprefix $(DESTDIR)$(ZSHCOMPDIR)/,$(notdir $(ZSH_COMPLETIONS))) \
 	$(addprefix $(DESTDIR)$(FISHCOMPDIR)/,$(notdir $(FISH_COMPLETIONS)))
 UNIT = $(DESTDIR)$(SYSTEMDUNITDIR)/chatd.service
+# The directories `make install` may create, deepest first: `make uninstall`
+# removes those it leaves empty, up to the prefix itself.
+INSTALL_DIRS = $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
+	$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+# What the binaries are built from: a binary older than any of them is stale.
+# (Not Cargo.toml: cargo rebuilds nothing for a change there that does not
+# matter, and the binary would look stale for ever.)
+SOURCES = $(shell find src bin -name '*.rs')
 
-.PHONY: all install uninstall install-systemd uninstall-systemd check
+.PHONY: all fresh install uninstall install-systemd uninstall-systemd check
 # One cargo at a time: under -j, each missing binary would start its own.
 .NOTPARALLEL:
 
@@ -60,11 +69,21 @@ all:
 
 # The binaries are files with no prerequisites: an existing set is installed
 # as it is (so `sudo make install` after `make` never runs cargo as root), and
-# only a missing one is built.
+# only a missing one is built. A stale one (`git pull && sudo make install`)
+# stops the install with what to do, rather than installing the old program.
 $(PROGRAMS):
 	$(CARGO_BUILD)
 
-install: $(PROGRAMS)
+fresh: $(PROGRAMS)
+	@for p in $(PROGRAMS); do \
+	    newer=$$(find $(SOURCES) -newer "$$p" 2>/dev/null | head -n 1); \
+	    if [ -n "$$newer" ]; then \
+	        echo "make: $$p is older than $$newer: run \`make\` (as yourself) to rebuild it, then \`make install\` again" >&2; \
+	        exit 1; \
+	    fi; \
+	done
+
+install: fresh
 	install -Dm755 -t $(DESTDIR)$(BINDIR) $(PROGRAMS)
 	install -Dm644 -t $(DESTDIR)$(MANDIR)/man1 $(MAN1)
 	install -Dm644 -t $(DESTDIR)$(MANDIR)/man7 $(MAN7)
@@ -74,12 +93,17 @@ install: $(PROGRAMS)
 
 uninstall:
 	rm -f $(INSTALLED)
+	@for d in $(INSTALL_DIRS); do \
+	    while [ "$$d" != "$(DESTDIR)$(PREFIX)" ] && [ "$$d" != / ] && rmdir "$$d" 2>/dev/null; do \
+	        d=$$(dirname "$$d"); \
+	    done; \
+	done
 
 # The unit runs the installed chatd: @BINDIR@ becomes $(BINDIR), without
 # DESTDIR, which is only where a package is staged.
 install-systemd:
 	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
-	sed 's|@BINDIR@|$(BINDIR)|g' contrib/chatd.service > $(UNIT)
+	sed '/^ExecStart=/s|@BINDIR@|$(BINDIR)|' contrib/chatd.service > $(UNIT)
 	chmod 644 $(UNIT)
 
 uninstall-systemd:

@@ -41,7 +41,31 @@ fn completion(shell: Shell, command: &clap::Command) -> Vec<u8> {
     let mut out = Vec::new();
     let name = command.get_name().to_owned();
     clap_complete::generate(shell, &mut command.clone(), name, &mut out);
+    if shell == Shell::Bash {
+        return bash_hosts_for_servers(&out);
+    }
     out
+}
+
+/// clap_complete's bash script completes every option's value as a file
+/// name; `--server` takes a host, as zsh and fish already know from its
+/// value hint.
+fn bash_hosts_for_servers(script: &[u8]) -> Vec<u8> {
+    let script = String::from_utf8(script.to_vec()).expect("a UTF-8 script");
+    let files = "COMPREPLY=($(compgen -f \"${cur}\"))";
+    let hosts = "COMPREPLY=($(compgen -A hostname -- \"${cur}\"))";
+    let mut out = String::new();
+    let mut after_server = false;
+    for line in script.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if after_server && trimmed == files {
+            out.push_str(&line.replace(files, hosts));
+        } else {
+            out.push_str(line);
+        }
+        after_server = matches!(trimmed, "--server)" | "-s)");
+    }
+    out.into_bytes()
 }
 
 /// Every generated file, by its path in the repository.

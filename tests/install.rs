@@ -117,16 +117,48 @@ fn make_install_puts_every_file_in_place_where_its_tools_find_it_and_uninstall_t
     installed_chat_send_runs(&prefix);
     man_finds_the_installed_pages(&prefix);
     for (cmd, typed, wanted) in [
-        ("chatd", "--bi", "--bind"),
-        ("chat", "--ser", "--server"),
-        ("chat-send", "--ser", "--server"),
-        ("chat-tail", "--na", "--name"),
+        ("chatd", &["--bi"][..], "--bind"),
+        ("chat", &["--ser"], "--server"),
+        ("chat-send", &["--ser"], "--server"),
+        ("chat-tail", &["--na"], "--name"),
+        // A host, not a file name, after --server.
+        ("chat", &["--server", "localh"], "localhost"),
+        ("chat-send", &["-s", "localh"], "localhost"),
     ] {
         bash_completes_from_the_installed_completion(&prefix, cmd, typed, wanted);
     }
 
     make(&["uninstall", &format!("PREFIX={}", prefix.display())]);
     assert_eq!(files_under(&prefix), ["bin/other-tool"], "make uninstall left these, or took someone else's");
+    let left: Vec<_> = fs::read_dir(&prefix).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["bin"], "make uninstall left empty directories behind");
+}
+
+#[test]
+fn make_install_refuses_binaries_older_than_the_sources() {
+    if !have(&["make", "touch"]) {
+        return;
+    }
+    let temp = TempDir::new("stale");
+    let stale = temp.path().join("release");
+    fs::create_dir_all(&stale).unwrap();
+    for name in COMMANDS {
+        fs::copy(bin(name), stale.join(name)).unwrap();
+    }
+    // As a `git pull` leaves them: built before the sources changed.
+    let old = clean_command("touch").args(["-d", "2000-01-01"]).arg(stale.join("chat")).status().unwrap();
+    assert!(old.success());
+    let prefix = temp.path().join("prefix");
+    let out = clean_command("make")
+        .arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .args(["install", &format!("PREFIX={}", prefix.display()), &format!("PROFILE_DIR={}", stale.display())])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "make install took a stale chat:\n{err}");
+    assert!(err.contains("is older than") && err.contains("run `make`"), "{err}");
+    assert!(!prefix.exists(), "something was installed from a stale build");
 }
 
 fn each_file_is_a_copy_with_its_mode(prefix: &Path) {
@@ -157,7 +189,7 @@ fn man_finds_the_installed_pages(prefix: &Path) {
 /// Bash, as it would on Tab after `CMD TYPED`: loads the completion, finds
 /// the function `complete -F` names, calls it with `COMP_*` set, and reads
 /// `COMPREPLY`.
-fn bash_completes_from_the_installed_completion(prefix: &Path, cmd: &str, typed: &str, wanted: &str) {
+fn bash_completes_from_the_installed_completion(prefix: &Path, cmd: &str, typed: &[&str], wanted: &str) {
     let script = prefix.join("share/bash-completion/completions").join(cmd);
     let bash = |code: &str, args: &[&str]| {
         let out = clean_command("bash").args(["-c", code, "bash"]).arg(&script).args(args).output().unwrap();
@@ -173,19 +205,25 @@ fn bash_completes_from_the_installed_completion(prefix: &Path, cmd: &str, typed:
         .and_then(|at| words.get(at + 1))
         .unwrap_or_else(|| panic!("complete -p {cmd} names no function: {spec}"));
 
+    // Arguments: the script, the function, then the words typed.
     let complete = r#"
         source "$1" || exit
-        COMP_WORDS=("$2" "$3")
-        COMP_CWORD=1
-        COMP_LINE="$2 $3"
+        function=$2
+        shift 2
+        COMP_WORDS=("$@")
+        COMP_CWORD=$(($# - 1))
+        COMP_LINE="$*"
         COMP_POINT=${#COMP_LINE}
         COMP_TYPE=9
         COMP_KEY=9
-        "$4" "$2" "$3" "$2" || exit
+        prev=$1
+        [ $# -ge 2 ] && prev=${COMP_WORDS[$# - 2]}
+        "$function" "$1" "${COMP_WORDS[$# - 1]}" "$prev" || exit
         printf '%s\n' "${COMPREPLY[@]}"
     "#;
-    let replies = bash(complete, &[cmd, typed, function]);
-    assert!(replies.lines().any(|reply| reply == wanted), "{cmd} {typed}<Tab> offered {replies:?}, not {wanted}");
+    let args: Vec<&str> = [function, cmd].into_iter().chain(typed.iter().copied()).collect();
+    let replies = bash(complete, &args);
+    assert!(replies.lines().any(|reply| reply == wanted), "{cmd} {typed:?}<Tab> offered {replies:?}, not {wanted}");
 }
 
 #[test]
