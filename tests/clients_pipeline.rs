@@ -338,3 +338,28 @@ fn chat_send_and_a_piped_chat_work_beside_the_persons_own_chat() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(bob.sync(), ["JOINED Ana", "MSG Ana alone", "LEFT Ana exit"]);
 }
+
+#[test]
+fn tail_f_into_chat_send_starts_reconnecting_at_once_when_the_server_goes() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut child = tool(&chatd, "chat-send")
+        .args(["-n", "bot", "--retry-for", "1s"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"one\n").unwrap();
+    watcher.expect("JOINED bot");
+    watcher.expect("MSG bot one");
+    let mut errors = BufReader::new(child.stderr.take().unwrap());
+    drop(chatd);
+    // No more input: chat-send hears it from the socket alone.
+    let mut line = String::new();
+    errors.read_line(&mut line).unwrap();
+    assert!(line.contains("reconnecting"), "{line}");
+    drop(input);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
