@@ -17,6 +17,8 @@ pub enum NotChatd {
     Said(String),
     /// Bytes that are not UTF-8 text.
     NotText,
+    /// This many bytes and still no end of line.
+    Endless(usize),
     /// It closed the connection without a word.
     Closed,
 }
@@ -34,6 +36,7 @@ impl fmt::Display for NotChatd {
                 write!(f, "it said \"{}{more}\"", Printable(&quoted))
             }
             NotChatd::NotText => f.write_str("it sent bytes that are not text"),
+            NotChatd::Endless(bytes) => write!(f, "it sent {bytes} bytes without a line end"),
             NotChatd::Closed => f.write_str("it closed the connection without a word"),
         }
     }

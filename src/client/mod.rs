@@ -37,6 +37,10 @@ use crate::protocol::{ErrorCode, Join, Request, ServerLine, Tags, DEFAULT_PORT};
 /// `CHAT_SERVER` says.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:5000";
 
+/// Most bytes read while waiting for the first line: a `HELLO` is short,
+/// and a peer that streams bytes without a line end is no chat server.
+const MAX_HELLO: usize = 64 * 1024;
+
 /// How long a connection attempt may take before it is reported.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -239,6 +243,7 @@ impl Receiver {
     fn hello(&mut self, patience: Duration) -> Result<(), ClientError> {
         let server = self.server.clone();
         let not_chatd = |why| ClientError::NotChatd { server: server.clone(), why };
+        let mut read = 0;
         loop {
             match self.lines.next_frame() {
                 Some(Frame::Line(line)) => {
@@ -253,9 +258,12 @@ impl Receiver {
                 Some(_) => return Err(not_chatd(NotChatd::NotText)),
                 None => {}
             }
+            if read > MAX_HELLO {
+                return Err(not_chatd(NotChatd::Endless(read)));
+            }
             match self.lines.read_from(&mut &self.stream) {
                 Ok(0) => return Err(not_chatd(NotChatd::Closed)),
-                Ok(_) => {}
+                Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Err(not_chatd(NotChatd::Silent(patience)));
