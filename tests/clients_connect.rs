@@ -72,6 +72,11 @@ fn a_stream_without_line_ends_is_not_a_chat_server_either() {
     let out = run("chat-send", addr, &["hi"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("bytes without a line end"), "{}", stderr(&out));
+    // A few bytes, then silence: not "nothing".
+    let (addr, _kept) = impostor(b"SSH-2.0-OpenSSH_9.2");
+    let out = run("chat-send", addr, &["hi"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("it sent 19 bytes without a line end"), "{}", stderr(&out));
 }
 
 #[test]

@@ -266,7 +266,8 @@ impl Receiver {
                 Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(not_chatd(NotChatd::Silent(patience)));
+                    let why = if read == 0 { NotChatd::Silent(patience) } else { NotChatd::Endless(read) };
+                    return Err(not_chatd(why));
                 }
                 Err(e) => return Err(self.lost(&e.to_string())),
             }
