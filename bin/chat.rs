@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     let args = ChatArgs::parse();
     match minichat::repl::run(&args) {
         Ok(()) => ExitCode::from(exit::OK),
+        // Ctrl-C left its mark on the screen; nothing more to say.
+        Err(err @ minichat::repl::ChatError::Interrupted) => ExitCode::from(err.exit_code()),
         Err(err) => {
             eprintln!("chat: {err}");
             ExitCode::from(err.exit_code())

@@ -174,7 +174,7 @@ impl ServerOpt {
 const CHAT_EXIT_STATUS: &str = "\
 Exit status: 0 after /quit, Ctrl-D or the end of input; 1 another failure; 2 bad usage; 3 cannot \
 connect; 4 the name is taken or invalid; 5 the connection was lost and not made again within \
---retry-for, or another connection took the membership over.";
+--retry-for, or another connection took the membership over; 130 Ctrl-C at the name prompt.";
 
 const CHAT_SEND_EXIT_STATUS: &str = "\
 Exit status: 0 once the server confirmed every line; 1 another failure; 2 bad usage; 3 cannot \
@@ -198,29 +198,36 @@ made again within --retry-for, or another connection took the membership over.";
 Lines you type are sent as messages; what others say appears above the prompt without \
 disturbing the line you are typing. Commands: /who lists the room, /quit (or Ctrl-D) \
 leaves, /help shows this list; start a message with // to send a line that begins with /. \
-Ctrl-C clears the line. History is kept in $XDG_STATE_HOME/minichat/history \
+Ctrl-C clears the line, leaving it on the screen marked ^C, as shells do; at the name prompt it \
+leaves (exit status 130). History is kept in $XDG_STATE_HOME/minichat/history \
 (~/.local/state/minichat/history).
 
 On joining it shows the room's last events (--history) with their local times, above a line \
-`-- live --`; every event shows its time. When the connection is lost it says so, reconnects, \
+`-- live --`; every event shows its time. A member that joins and leaves with EXIT within a \
+second (a chat-send) is shown as its messages alone, without its joining and leaving; so a join \
+is shown up to a second late, with what came after it. When the connection is lost it says so, reconnects, \
 resumes where it was, and says whether anything was missed; lines typed meanwhile are sent once \
 reconnected, in order, each exactly once.
 
 With standard input not a terminal (echo hi | chat), each input line is sent as a message \
-and the room's events are printed until input ends.",
+and the room's events are printed until input ends; at a terminal, the room's last events \
+(--history) come first, so that echo hi | chat shows where the line went.",
     after_long_help = CHAT_EXIT_STATUS
 )]
 pub struct ChatArgs {
     #[command(flatten)]
     pub server: ServerOpt,
 
-    /// The name to join as; asked for when not given (your login name when input is not a terminal).
-    #[arg(short, long, value_name = "NAME", env = "CHAT_NAME")]
+    /// The name to join as [default: $CHAT_NAME, or asked for; asked for too when $CHAT_NAME is taken]. With
+    /// input not a terminal, the default is
+    /// $CHAT_NAME or your login name, with -send after it (then -send2, ...) while your own chat holds that
+    /// name, as chat-send does.
+    #[arg(short, long, value_name = "NAME")]
     pub name: Option<String>,
 
     /// On joining, show the room's last N events (as many as the server keeps), with their times,
-    /// above a line "-- live --"; 0 shows none [default: 20 at a terminal, 0 when input or output is
-    /// not one].
+    /// above a line "-- live --"; 0 shows none [default: 20 when standard output is a terminal, echo hi |
+    /// chat included; 0 when it is not].
     #[arg(long, value_name = "N")]
     pub history: Option<u64>,
 }
@@ -249,8 +256,10 @@ pub struct ChatSendArgs {
     #[command(flatten)]
     pub server: ServerOpt,
 
-    /// The name to send as [default: your login name].
-    #[arg(short, long, value_name = "NAME", env = "CHAT_NAME")]
+    /// The name to send as, exactly (status 4 when it is taken) [default: $CHAT_NAME or your login name; while
+    /// your own chat holds that name, the name with -send after it (then -send2, ...), so the room still sees
+    /// who said it].
+    #[arg(short, long, value_name = "NAME")]
     pub name: Option<String>,
 
     /// The message to send; several words are joined with spaces. Without it, standard input is sent.

@@ -15,3 +15,5 @@ pub const NAME: u8 = 4;
 pub const LOST: u8 = 5;
 /// The server refused something the client sent (`chat-send`: a line).
 pub const REFUSED: u8 = 6;
+/// Ended by Ctrl-C (`chat` at its name prompt), as shells report SIGINT.
+pub const INTERRUPTED: u8 = 130;

@@ -248,6 +248,8 @@ impl Room {
             None => None,
         };
         st.next_id += 1;
+        // A takeover keeps the name as the room knows it, however it was typed.
+        let name = replaced.as_ref().map_or(name, |old| old.name.clone());
         let member = Arc::new(Member {
             id: st.next_id,
             cursor: AtomicU64::new(st.head()),
@@ -698,6 +700,39 @@ mod tests {
             read_all(&talker);
         }
         assert!(waiting.is_expelled(), "the log grew past the hard limit");
+    }
+
+    #[test]
+    fn a_token_takes_a_membership_over_without_a_word_to_the_room() {
+        let room = room(1 << 20);
+        let watcher = join(&room, "watcher");
+        let old_told = Arc::new(Counter::default());
+        let told = Arc::clone(&old_told) as Arc<dyn Notify>;
+        let old = room.join(Name::parse("Ana").unwrap(), Replay::Nothing, None, told).unwrap();
+        let wrong =
+            room.join(Name::parse("ana").unwrap(), Replay::Nothing, Some("not-it"), Arc::new(Counter::default()));
+        assert!(matches!(wrong, Err(JoinError::Taken(holder)) if holder == "Ana"));
+        let new =
+            room.join(Name::parse("ANA").unwrap(), Replay::Nothing, Some(&old.token), Arc::new(Counter::default()));
+        let new = new.unwrap();
+        assert!(new.took_over && new.token != old.token);
+        assert!(old.membership.is_replaced() && old_told.count() == 1, "the old connection is told once");
+        assert!(matches!(old.membership.say("late"), Err(SayError::Gone)));
+        new.membership.say("still here").unwrap();
+        drop(old);
+        assert_eq!(read_all(&watcher), ["JOINED Ana", "MSG Ana still here"], "no LEFT, no JOINED for a takeover");
+        assert_eq!(room.names(), ["watcher", "Ana"], "the name as the room knew it");
+    }
+
+    #[test]
+    fn positions_go_on_from_the_history_and_times_never_go_back() {
+        let history = Arc::new(crate::history::Forgetful::new().unwrap());
+        history.append(41, u64::MAX / 2, b"JOINED x\n", false).unwrap();
+        let room = Room::new(1 << 20, history);
+        let ana = try_join(&room, "Ana").unwrap();
+        assert_eq!((ana.past, ana.membership.cursor()), (41, 42));
+        let st = room.lock();
+        assert_eq!(st.log[0].time_ms, u64::MAX / 2, "a clock behind the last event does not go back");
     }
 
     #[test]

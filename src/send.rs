@@ -1,7 +1,9 @@
 //! `chat-send`: lines in, one `MSG` each, and proof that the server took them
 //! all. Lines are checked before they are sent, so a line the protocol would
-//! refuse stops the run with its line number; a `PING` every so often tells
-//! how far the server has confirmed, and a final `PING` proves the rest.
+//! refuse stops the run with its line number; the length is the server's to
+//! judge, and a line too long for the default limit goes out alone, so that
+//! a refusal names it. A `PING` every so often tells how far the server has
+//! confirmed, and a final `PING` proves the rest.
 //!
 //! One thread waits in `poll` on standard input and the server at once. A
 //! lost connection or a restarting server is survived: the membership
@@ -18,7 +20,7 @@ use std::time::Duration;
 use crate::cli::ChatSendArgs;
 use crate::client::{self, ClientError, Membership, News, Watch};
 use crate::exit_codes as exit;
-use crate::protocol::{self, Join, Refusal, ServerLine};
+use crate::protocol::{self, Refusal, Replay, ServerLine};
 
 /// Lines between two progress `PING`s.
 const CONFIRM_EVERY: u64 = 1024;
@@ -36,9 +38,10 @@ const CHUNK: usize = 64 * 1024;
 /// Why `chat-send` stopped short.
 #[derive(Debug)]
 pub enum SendError {
-    /// Connecting, joining, or the connection failed after the server had
-    /// confirmed input up to line `confirmed` (0: none).
-    Client { error: ClientError, confirmed: u64 },
+    /// Connecting, joining, or the connection failed after `sent` messages
+    /// went out, up to input line `last`, of which the server had confirmed
+    /// input up to line `confirmed` (0: none).
+    Client { error: ClientError, sent: u64, last: u64, confirmed: u64 },
     /// Input line `number` cannot be sent; every line before it was.
     BadLine { number: u64, why: String },
     /// The server refused one of input lines `first..=last`; every line
@@ -61,10 +64,19 @@ impl SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::Client { error, confirmed: 0 } => write!(f, "{error}"),
-            SendError::Client { error, confirmed } => write!(
+            SendError::Client { error, sent: 0, .. } => write!(f, "{error}"),
+            SendError::Client { error, confirmed, last, .. } if confirmed >= last => {
+                write!(f, "{error}; the server had confirmed every line sent, up to line {last}")
+            }
+            SendError::Client { error, sent, last, confirmed: 0 } => write!(
                 f,
-                "{error}; the server had confirmed lines up to {confirmed}, the ones after may not have arrived"
+                "{error}; {sent} line(s) sent, up to line {last}, none of them confirmed by the server: they may not \
+                 have arrived"
+            ),
+            SendError::Client { error, last, confirmed, .. } => write!(
+                f,
+                "{error}; lines sent up to {last}; the server had confirmed lines up to {confirmed}, the ones after \
+                 may not have arrived"
             ),
             SendError::BadLine { number, why } => {
                 write!(f, "line {number} {why}; the lines before it were sent, nothing from it on")
@@ -88,10 +100,9 @@ impl std::error::Error for SendError {}
 /// Sends the arguments, or else standard input; returns how many messages
 /// were sent, all confirmed.
 pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
-    let fail = |error| SendError::Client { error, confirmed: 0 };
+    let fail = |error| SendError::Client { error, sent: 0, last: 0, confirmed: 0 };
     let mut connection = client::connect(&args.server.server).map_err(fail)?;
-    let name = args.name.clone().unwrap_or_else(|| client::login_name(""));
-    let joined = client::join(&mut connection.0, &mut connection.1, &Join::name(&name)).map_err(fail)?;
+    let joined = client::join_as_a_sender(&mut connection, args.name.as_deref(), Replay::Nothing).map_err(fail)?;
     let membership = Membership::start(connection, joined, None, args.server.settings()).map_err(fail)?;
     let mut run = Run { membership, sent: 0, last_line: 0, refused: None };
 
@@ -102,15 +113,16 @@ pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     }
     // Whatever else stopped the input, prove what went before it.
     run.confirm()?;
-    if let Some((first, last, refusal)) = run.refused.take() {
-        return Err(SendError::Refused { first, last, refusal });
-    }
-    input?;
-    // Leave politely: EXIT, then wait for the server's goodbye, so it
-    // reports `LEFT … exit` and nothing is cut off by a reset.
+    let outcome = match run.refused.take() {
+        Some((first, last, refusal)) => Err(SendError::Refused { first, last, refusal }),
+        None => input.map(|()| run.sent),
+    };
+    // Leave politely, a refused line or not: EXIT, then wait for the
+    // server's goodbye, so the room sees `LEFT … exit` rather than a lost
+    // connection, and nothing is cut off by a reset.
     run.membership.leave(LEAVE_PATIENCE);
     while !matches!(run.membership.next(None), Ok(News::Left) | Err(_)) {}
-    Ok(run.sent)
+    outcome
 }
 
 struct Run {
@@ -154,6 +166,9 @@ impl Run {
             while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
                 number += 1;
                 self.send_line(number, &partial[start..start + end])?;
+                if self.refused.is_some() {
+                    return Ok(());
+                }
                 start += end + 1;
             }
             partial.drain(..start);
@@ -191,10 +206,25 @@ impl Run {
         let bad = |why: String| SendError::BadLine { number, why };
         let text = std::str::from_utf8(raw).map_err(|_| bad("is not UTF-8".into()))?;
         protocol::check_outgoing(text).map_err(|refusal| bad(format!("is refused: {}", refusal.text)))?;
+        // Only the server knows its line limit. A line too long for the
+        // default one goes out alone, between two confirmations, so that a
+        // TOO_LONG names it and nothing after it is sent.
+        let alone = text.len() > protocol::MAX_TEXT;
+        if alone {
+            self.confirm()?;
+            if self.refused.is_some() {
+                return Ok(());
+            }
+        }
         self.membership.say(text, number);
         self.sent += 1;
         self.last_line = number;
-        if self.sent % CONFIRM_EVERY == 0 {
+        if alone {
+            self.confirm()?;
+            if let Some((first, last, _)) = &mut self.refused {
+                (*first, *last) = (number, number);
+            }
+        } else if self.sent % CONFIRM_EVERY == 0 {
             self.membership.checkpoint();
         }
         Ok(())
@@ -223,6 +253,6 @@ impl Run {
     }
 
     fn lost(&self, error: ClientError) -> SendError {
-        SendError::Client { error, confirmed: self.confirmed() }
+        SendError::Client { error, sent: self.sent, last: self.last_line, confirmed: self.confirmed() }
     }
 }

@@ -13,10 +13,7 @@ use crate::cli::ChatTailArgs;
 use crate::client::{
     self, json_missed, render_event, ClientError, Format, Joined, Membership, News, Receiver, Sender, Watch,
 };
-use crate::protocol::{ErrorCode, Join, Replay, ServerLine};
-
-/// How many numbered names (`ana-tail2` …) to try when the derived one is taken.
-const NAME_TRIES: u32 = 9;
+use crate::protocol::{Join, Replay, ServerLine};
 
 /// How long `--count` waits for the server's goodbye after `EXIT`.
 const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
@@ -55,7 +52,7 @@ pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
                 eprintln!("chat-tail: reconnected to {}", membership.server());
                 continue;
             }
-            News::Live | News::Confirmed | News::Reply(_) | News::Left => continue,
+            News::Live | News::Confirmed | News::Reply(_) | News::Left | News::TimeUp => continue,
         };
         match &event.line {
             ServerLine::Msg { .. } => messages += 1,
@@ -91,27 +88,10 @@ fn report_missed(out: &mut impl Write, format: Format, count: Option<u64>, epoch
 /// number (`ana-tail2`), so two tails of one person never collide.
 fn join(connection: &mut (Sender, Receiver), args: &ChatTailArgs, replay: Replay<'_>) -> Result<Joined, ClientError> {
     let (sender, receiver) = connection;
-    let mut try_as = |name: &str| client::join(sender, receiver, &Join { name, replay, token: None });
-    if let Some(name) = &args.name {
-        return try_as(name);
+    match &args.name {
+        Some(name) => client::join(sender, receiver, &Join { name, replay, token: None }),
+        None => client::join_first_free(sender, receiver, client::suffixed_names(&client::own_name(), "-tail"), replay),
     }
-    let base = match std::env::var("CHAT_NAME") {
-        Ok(name) if !name.is_empty() => {
-            let room = crate::name::MAX_CHARS - "-tail".len() - 1;
-            format!("{}-tail", name.chars().take(room).collect::<String>())
-        }
-        _ => client::login_name("-tail"),
-    };
-    let mut result = try_as(&base);
-    for n in 2..=NAME_TRIES {
-        match &result {
-            Err(ClientError::NameRefused { refusal, .. }) if refusal.code == ErrorCode::NameTaken => {
-                result = try_as(&format!("{base}{n}"));
-            }
-            _ => break,
-        }
-    }
-    result
 }
 
 /// Sends `EXIT` and waits (a few seconds at most) for the server's

@@ -152,7 +152,7 @@ fn slash_lines_are_commands_unless_doubled() {
 }
 
 #[test]
-fn a_line_the_server_would_refuse_is_refused_before_sending() {
+fn a_line_the_server_would_refuse_is_refused_and_not_sent() {
     if !Tmux::available() {
         return;
     }
@@ -161,8 +161,9 @@ fn a_line_the_server_would_refuse_is_refused_before_sending() {
     let state = TempDir::new("chat");
     let ana = chat_as(&chatd, state.path(), "Ana");
     bob.expect("JOINED Ana");
+    // The length is the server's to judge: it refuses, and says so.
     ana.type_line(&"x".repeat(4092));
-    ana.wait_for_line("not sent: message has 4092 bytes, more than the 4091 a line holds");
+    ana.wait_for_line("! line longer than 4096 bytes (newline included); it was discarded");
     // Ctrl-V inserts the next key as it is: here an escape character.
     ana.type_text("esc");
     ana.press("C-v");
@@ -192,9 +193,29 @@ fn a_server_that_never_comes_back_ends_chat_with_status_5_and_a_usable_terminal(
     ana.wait_for_line("* connection lost; reconnecting…");
     let screen = ana.wait_for_line("EXITED:5");
     assert!(screen.contains("the server shut down; gave up reconnecting after 1.0 s"), "{screen}");
+    assert!(has_line(&screen, "chat: not sent (kept in the history: Up finds it next time): half typed"), "{screen}");
     ana.type_line("still works");
     ana.wait_for_line("GOT:still works");
     assert!(has_line(&ana.screen(), "still works"), "the typed line was not echoed:\n{}", ana.screen());
+    let history = std::fs::read_to_string(state.path().join("minichat/history")).unwrap();
+    assert!(has_line(&history, "half typed"), "history: {history:?}");
+}
+
+#[test]
+fn ctrl_c_at_the_name_prompt_leaves_with_status_130() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let state = TempDir::new("chat");
+    // The shell stays, so that tmux keeps the whole screen once chat is gone.
+    let chat = Tmux::start(&(chat_command(&chatd, state.path(), "") + "; read line"));
+    chat.wait_for_line("name:");
+    chat.type_text("An");
+    chat.wait_for_line("name: An");
+    chat.press("C-c");
+    let screen = chat.wait_for_line("EXITED:130");
+    assert!(has_line(&screen, "name: An^C"), "{screen}");
 }
 
 #[test]
@@ -350,7 +371,10 @@ fn ctrl_c_clears_the_line_and_ctrl_d_leaves() {
     ana.type_text("oops");
     ana.wait_for_line("Ana> oops");
     ana.press("C-c");
-    ana.wait_for("an empty prompt after Ctrl-C", |screen| last_line(screen) == "Ana>");
+    // Marked as shells do, so that it never looks like a line sent.
+    ana.wait_for("the cleared line marked, then an empty prompt", |screen| {
+        has_line(screen, "Ana> oops^C") && last_line(screen) == "Ana>"
+    });
     ana.type_line("fine");
     bob.expect("MSG Ana fine");
     ana.press("C-d");
@@ -373,4 +397,72 @@ fn a_history_that_cannot_be_kept_is_a_warning() {
     ana.wait_for("a warning about the history", |screen| screen.contains("no history is kept this time"));
     ana.type_line("still here");
     bob.expect("MSG Ana still here");
+}
+
+#[test]
+fn a_one_off_chat_send_shows_as_its_message_alone() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    let state = TempDir::new("chat");
+    let ana = chat_as(&chatd, state.path(), "Ana");
+    bob.expect("JOINED Ana");
+    let sent = Command::new(bin("chat-send"))
+        .args(["--server", &chatd.addr.to_string(), "--name", "deploy", "release 1.4 is out"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    // A visit that stays is shown joining, after what came before it.
+    let mut luis = chatd.join("Luis");
+    luis.send("MSG hola");
+    let screen = ana.wait_for("Luis's message", |screen| has_timed_line(screen, "Luis: hola"));
+    assert!(has_timed_line(&screen, "deploy: release 1.4 is out"), "{screen}");
+    assert!(!screen.contains("deploy joined") && !screen.contains("deploy left"), "{screen}");
+    let rows: Vec<&str> = screen.lines().filter(|l| l.contains("deploy: ") || l.contains("Luis")).collect();
+    assert_eq!(rows.len(), 3, "{screen}");
+    assert!(rows[0].ends_with("deploy: release 1.4 is out") && rows[1].ends_with("* Luis joined"), "{screen}");
+}
+
+#[test]
+fn echo_into_chat_at_a_terminal_shows_the_room() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    let mut bob = chatd.join("Bob");
+    bob.send("MSG anyone here?");
+    bob.sync();
+    let state = TempDir::new("chat");
+    // The shell stays, so that tmux keeps the whole screen once chat is gone.
+    let command = format!("echo hi | {}; read line", chat_command(&chatd, state.path(), "--name Pipe"));
+    let pipe = Tmux::start(&command);
+    let screen = pipe.wait_for_line("EXITED:0");
+    assert!(has_timed_line(&screen, "Bob: anyone here?") && has_line(&screen, "-- live --"), "{screen}");
+    bob.expect("JOINED Pipe");
+    bob.expect("MSG Pipe hi");
+}
+
+#[test]
+fn a_taken_name_from_chat_name_is_asked_again() {
+    if !Tmux::available() {
+        return;
+    }
+    let chatd = Chatd::start(&[]);
+    // Ana's chat is open in another window.
+    let mut holder = chatd.join("Ana");
+    let state = TempDir::new("chat");
+    let command = chat_command(&chatd, state.path(), "").replacen(
+        "-u CHAT_NAME -u CHAT_SERVER ",
+        "-u CHAT_SERVER CHAT_NAME=Ana ",
+        1,
+    );
+    let chat = Tmux::start(&command);
+    chat.wait_for("that Ana is taken, and the name prompt", |screen| {
+        screen.contains("Ana is taken") && last_line(screen) == "name:"
+    });
+    chat.type_line("Ana2");
+    holder.expect("JOINED Ana2");
+    chat.wait_for_line("Ana2>");
 }

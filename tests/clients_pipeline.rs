@@ -78,11 +78,8 @@ fn a_line_the_protocol_refuses_stops_chat_send_naming_the_line() {
     let input = format!("fine\nalso fine\n{long}\nnever sent\n");
     let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), input.as_bytes());
     assert_eq!(out.status.code(), Some(6));
-    assert!(
-        stderr(&out).contains("line 3 is refused: message has 5000 bytes, more than the 4091 a line holds"),
-        "{}",
-        stderr(&out)
-    );
+    let want = "the server refused line 3: TOO_LONG line longer than 4096 bytes (newline included)";
+    assert!(stderr(&out).contains(want), "{}", stderr(&out));
     let seen = ana.sync();
     assert_eq!(&seen[..3], ["JOINED bot", "MSG bot fine", "MSG bot also fine"]);
     assert!(!seen.iter().any(|l| l.contains("never sent")), "{seen:?}");
@@ -93,6 +90,25 @@ fn a_line_the_protocol_refuses_stops_chat_send_naming_the_line() {
     let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot3"]), b"\xff\xfe\n");
     assert_eq!(out.status.code(), Some(6));
     assert!(stderr(&out).contains("line 1 is not UTF-8"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_server_judges_the_line_length_so_chat_send_sends_what_it_takes() {
+    let chatd = Chatd::start(&["--max-line", "64K"]);
+    let mut ana = chatd.join("Ana");
+    let long = "x".repeat(60_000);
+    let input = format!("before\n{long}\nafter\n");
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = ["JOINED bot".to_owned(), "MSG bot before".into(), format!("MSG bot {long}"), "MSG bot after".into()];
+    assert_eq!(ana.sync()[..4], want);
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), format!("{long}{long}\n").as_bytes());
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the server refused line 1: TOO_LONG line longer than 65536 bytes"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -247,4 +263,103 @@ fn nonsense_options_are_usage_errors_with_status_2() {
         assert_eq!(out.status.code(), Some(2), "{program} {args:?}: {err}");
         assert!(err.contains(why), "{program} {args:?}: {err}");
     }
+}
+
+#[test]
+fn chat_send_stopped_by_a_refused_line_leaves_with_exit() {
+    let chatd = Chatd::start(&["--max-line", "64"]);
+    let mut ana = chatd.join("Ana");
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot"]), b"ok\n\x1b[31mred\n");
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(ana.sync(), ["JOINED bot", "MSG bot ok", "LEFT bot exit"]);
+    let input = format!("short\n{}\n", "y".repeat(100));
+    let out = run_with_input(tool(&chatd, "chat-send").args(["-n", "bot2"]), input.as_bytes());
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(ana.sync(), ["JOINED bot2", "MSG bot2 short", "LEFT bot2 exit"]);
+}
+
+/// Waits for a child's output, failing after `PATIENCE`.
+fn output_within_patience(child: std::process::Child) -> Output {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    result.recv_timeout(PATIENCE).expect("the client did not exit in time").expect("wait for the client")
+}
+
+#[test]
+fn tail_f_into_chat_send_notices_at_once_that_the_server_went_away() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut child = tool(&chatd, "chat-send")
+        .args(["-n", "bot", "--no-reconnect"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `tail -f`: input that stays open, with nothing more to say.
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"one\n").unwrap();
+    watcher.expect("JOINED bot");
+    watcher.expect("MSG bot one");
+    drop(chatd);
+    let out = output_within_patience(child);
+    drop(input);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("1 line(s) sent, up to line 1, none of them confirmed by the server"), "{err}");
+}
+
+#[test]
+fn chat_send_and_a_piped_chat_work_beside_the_persons_own_chat() {
+    let chatd = Chatd::start(&[]);
+    // Ana's own chat holds the name.
+    let mut ana = chatd.join("Ana");
+    let out = tool(&chatd, "chat-send").env("CHAT_NAME", "Ana").arg("from a script").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut chat = aimed_at(&chatd, Command::new(bin("chat")));
+    let out = run_with_input(chat.env("CHAT_NAME", "Ana"), b"from a pipe\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = [
+        "JOINED Ana-send",
+        "MSG Ana-send from a script",
+        "LEFT Ana-send exit",
+        "JOINED Ana-send",
+        "MSG Ana-send from a pipe",
+        "LEFT Ana-send exit",
+    ];
+    assert_eq!(ana.sync(), want);
+    // A name given with --name is taken as it is, or not at all.
+    let out = tool(&chatd, "chat-send").args(["--name", "Ana", "hi"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // With Ana's chat gone, chat-send speaks as Ana.
+    ana.send("EXIT");
+    ana.expect_closed_after("BYE exit");
+    let mut bob = chatd.join("Bob");
+    let out = tool(&chatd, "chat-send").env("CHAT_NAME", "Ana").arg("alone").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(bob.sync(), ["JOINED Ana", "MSG Ana alone", "LEFT Ana exit"]);
+}
+
+#[test]
+fn tail_f_into_chat_send_starts_reconnecting_at_once_when_the_server_goes() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let mut child = tool(&chatd, "chat-send")
+        .args(["-n", "bot", "--retry-for", "1s"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"one\n").unwrap();
+    watcher.expect("JOINED bot");
+    watcher.expect("MSG bot one");
+    let mut errors = BufReader::new(child.stderr.take().unwrap());
+    drop(chatd);
+    // No more input: chat-send hears it from the socket alone.
+    let mut line = String::new();
+    errors.read_line(&mut line).unwrap();
+    assert!(line.contains("reconnecting"), "{line}");
+    drop(input);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

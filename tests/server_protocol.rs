@@ -382,3 +382,57 @@ fn pong_comes_after_joined_and_left_that_happened_before_the_ping() {
     cleo.expect_closed_after("BYE exit");
     assert_eq!(ana.sync(), ["LEFT Cleo exit"]);
 }
+
+#[test]
+fn a_client_that_keeps_its_end_open_after_bye_is_reset_so_that_it_ends() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let chatd = Chatd::start(&[]);
+    let mut ana = chatd.join("Ana");
+    ana.send("EXIT");
+    ana.expect_closed_after("BYE exit");
+    // Ana never closes her end, as nc reading a keyboard does not: a FIN
+    // alone leaves her connection half open, a reset ends it (POLLHUP).
+    let deadline = std::time::Instant::now() + crate::util::PATIENCE;
+    loop {
+        let mut fds = [PollFd::new(ana.stream().as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(100u8)).unwrap();
+        if fds[0].revents().is_some_and(|events| events.contains(PollFlags::POLLHUP)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server never ended the connection, only sent its FIN");
+    }
+}
+
+#[test]
+fn netcat_exits_after_bye_exit_without_enter() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut nc) = Command::new("nc")
+        .args(["127.0.0.1", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        println!("SKIPPED: nc is not installed");
+        return;
+    };
+    let _ = nc.wait();
+    let chatd = Chatd::start(&[]);
+    let mut nc = Command::new("nc")
+        .args([&chatd.addr.ip().to_string(), &chatd.addr.port().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like a keyboard: input that stays open after EXIT.
+    let mut keyboard = nc.stdin.take().unwrap();
+    keyboard.write_all(b"JOIN Ana\nEXIT\n").unwrap();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(nc.wait_with_output()));
+    let out = exited.recv_timeout(crate::util::PATIENCE).expect("nc did not exit after BYE exit").unwrap();
+    drop(keyboard);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("OK JOIN Ana\nBYE exit\n"), "{text}");
+}

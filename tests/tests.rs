@@ -3,6 +3,7 @@
 mod util;
 
 mod chat_repl;
+mod clients_connect;
 mod clients_pipeline;
 mod clients_resume;
 mod cluster;

@@ -6,14 +6,48 @@ use std::io;
 use std::time::Duration;
 
 use crate::exit_codes as exit;
-use crate::protocol::{ByeReason, Refusal};
+use crate::protocol::{ByeReason, Printable, Refusal};
+
+/// What the other end did instead of saying `HELLO`.
+#[derive(Debug)]
+pub enum NotChatd {
+    /// Nothing at all within this time (`python3 -m http.server` waits for a request).
+    Silent(Duration),
+    /// A first line of another protocol (`SSH-2.0-OpenSSH_9.2`).
+    Said(String),
+    /// Bytes that are not UTF-8 text.
+    NotText,
+    /// This many bytes and still no end of line.
+    Endless(usize),
+    /// It closed the connection without a word.
+    Closed,
+}
+
+/// How much of another protocol's first line is quoted.
+const QUOTED_CHARS: usize = 80;
+
+impl fmt::Display for NotChatd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotChatd::Silent(waited) => write!(f, "it sent nothing within {}s", waited.as_secs_f64()),
+            NotChatd::Said(line) => {
+                let quoted: String = line.chars().take(QUOTED_CHARS).collect();
+                let more = if quoted.len() < line.len() { "…" } else { "" };
+                write!(f, "it said \"{}{more}\"", Printable(&quoted))
+            }
+            NotChatd::NotText => f.write_str("it sent bytes that are not text"),
+            NotChatd::Endless(bytes) => write!(f, "it sent {bytes} bytes without a line end"),
+            NotChatd::Closed => f.write_str("it closed the connection without a word"),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum ClientError {
     /// No connection could be made.
     Connect { server: String, source: io::Error },
-    /// The server answered, but not with `HELLO`.
-    NotChatd { server: String, first: String },
+    /// Something answered, but not with `HELLO`.
+    NotChatd { server: String, why: NotChatd },
     /// The server is at its client limit.
     Full { server: String, text: String },
     /// The name was taken or invalid.
@@ -71,9 +105,12 @@ impl fmt::Display for ClientError {
                 };
                 write!(f, "cannot connect to {server}: {what} — {hint} {SERVER_HINT}")
             }
-            ClientError::NotChatd { server, first } => {
-                write!(f, "{server} is not a chat server (it said {first:?}) {SERVER_HINT}")
-            }
+            ClientError::NotChatd { server, why: NotChatd::Silent(waited) } => write!(
+                f,
+                "{server} is not a chat server (it sent nothing within {}s) {SERVER_HINT}",
+                waited.as_secs_f64()
+            ),
+            ClientError::NotChatd { server, why } => write!(f, "{server} is not a chat server: {why} {SERVER_HINT}"),
             ClientError::Full { server, text } => write!(f, "{server} is full: {text}"),
             ClientError::NameRefused { name, refusal } => {
                 write!(f, "cannot join as {name:?}: {} (set --name or CHAT_NAME)", refusal.text)

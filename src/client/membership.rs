@@ -60,6 +60,8 @@ pub enum News {
     Reply(ServerLine),
     /// The watched descriptor reported these events.
     Watched(PollFlags),
+    /// The time given to `next_until` passed first.
+    TimeUp,
     /// The server said `BYE exit` after `leave`.
     Left,
 }
@@ -239,7 +241,12 @@ impl Membership {
     /// said goodbye for good, refused to take us back, or did not come back
     /// in time.
     pub fn next(&mut self, watch: Option<Watch<'_>>) -> Result<News, ClientError> {
-        let news = self.wait_for_news(watch);
+        self.next_until(watch, None)
+    }
+
+    /// As `next`, or `TimeUp` once `until` has passed with nothing to tell.
+    pub fn next_until(&mut self, watch: Option<Watch<'_>>, until: Option<Instant>) -> Result<News, ClientError> {
+        let news = self.wait_for_news(watch, until);
         if news.is_err() {
             // Final: nothing more goes out, and nothing more comes in.
             self.link = Link::Closed;
@@ -247,11 +254,12 @@ impl Membership {
         news
     }
 
-    fn wait_for_news(&mut self, watch: Option<Watch<'_>>) -> Result<News, ClientError> {
+    fn wait_for_news(&mut self, watch: Option<Watch<'_>>, until: Option<Instant>) -> Result<News, ClientError> {
         loop {
             match &mut self.link {
-                Link::Up { receiver, .. } => match receiver.next(watch) {
+                Link::Up { receiver, .. } => match receiver.next(watch, until) {
                     Ok(Arrival::Watched(events)) => return Ok(News::Watched(events)),
+                    Ok(Arrival::TimeUp) => return Ok(News::TimeUp),
                     Ok(Arrival::Line(tags, line)) => {
                         if let Some(news) = self.take(tags, line)? {
                             return Ok(news);
@@ -269,8 +277,12 @@ impl Membership {
                 Link::Down { backoff, .. } => {
                     let Some(due) = backoff.due() else { return Err(self.give_up()) };
                     let now = Instant::now();
+                    if until.is_some_and(|until| now >= until) {
+                        return Ok(News::TimeUp);
+                    }
                     if now < due {
-                        let ready = wait::wait(None, watch, Some(due - now)).map_err(ClientError::from)?;
+                        let wake = until.map_or(due, |until| until.min(due));
+                        let ready = wait::wait(None, watch, Some(wake - now)).map_err(ClientError::from)?;
                         if let Some(events) = ready.watched {
                             return Ok(News::Watched(events));
                         }

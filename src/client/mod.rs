@@ -21,10 +21,10 @@ mod wait;
 
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use self::backoff::DEFAULT_RETRY_FOR;
-pub use self::error::ClientError;
+pub use self::error::{ClientError, NotChatd};
 pub use self::membership::Settings;
 pub use self::membership::{Event, Membership, News};
 pub use self::render::{json_missed, render, render_event, Format};
@@ -36,6 +36,10 @@ use crate::protocol::{ErrorCode, Join, Request, ServerLine, Tags, DEFAULT_PORT};
 /// Where the clients look for the server when neither `--server` nor
 /// `CHAT_SERVER` says.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:5000";
+
+/// Most bytes read while waiting for the first line: a `HELLO` is short,
+/// and a peer that streams bytes without a line end is no chat server.
+const MAX_HELLO: usize = 64 * 1024;
 
 /// How long a connection attempt may take before it is reported.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +78,8 @@ pub enum Arrival {
     Line(Tags, ServerLine),
     /// The watched descriptor reported these events.
     Watched(nix::poll::PollFlags),
+    /// The time given passed first.
+    TimeUp,
 }
 
 /// What the server said of a join it accepted: with tags on (version 2),
@@ -110,13 +116,8 @@ pub fn connect_within(server: &str, patience: Duration) -> Result<(Sender, Recei
     stream.set_read_timeout(Some(patience.max(CONNECT_TIMEOUT))).map_err(connect_error)?;
     let out = BufWriter::with_capacity(64 * 1024, stream.try_clone().map_err(connect_error)?);
     let mut receiver = Receiver { stream, lines: LineReader::unlimited(), server };
-    match receiver.recv()? {
-        ServerLine::Hello { .. } => Ok((Sender { out }, receiver)),
-        ServerLine::Err(refusal) if refusal.code == ErrorCode::Full => {
-            Err(ClientError::Full { server: receiver.server, text: refusal.text })
-        }
-        other => Err(ClientError::NotChatd { server: receiver.server, first: other.to_string() }),
-    }
+    receiver.hello(patience.max(CONNECT_TIMEOUT))?;
+    Ok((Sender { out }, receiver))
 }
 
 /// Turns tags on and joins as `join` asks (`LAST`, `SINCE`, `TOKEN`); returns
@@ -135,6 +136,10 @@ pub fn join(sender: &mut Sender, receiver: &mut Receiver, join: &Join<'_>) -> Re
             }
             (_, ServerLine::Err(refusal)) if matches!(refusal.code, ErrorCode::BadName | ErrorCode::NameTaken) => {
                 return Err(ClientError::NameRefused { name: join.name.to_owned(), refusal });
+            }
+            // A server at its limit still says HELLO, and turns us away here.
+            (_, ServerLine::Err(refusal)) if refusal.code == ErrorCode::Full => {
+                return Err(ClientError::Full { server: receiver.server.clone(), text: refusal.text });
             }
             (_, ServerLine::Err(refusal)) => return Err(ClientError::Refused(refusal)),
             (_, ServerLine::Bye(reason)) => return Err(receiver.bye(reason)),
@@ -180,16 +185,17 @@ impl Receiver {
 
     /// The next line from the server, with its tags.
     pub fn recv_tagged(&mut self) -> Result<(Tags, ServerLine), ClientError> {
-        match self.next(None)? {
+        match self.next(None, None)? {
             Arrival::Line(tags, line) => Ok((tags, line)),
-            Arrival::Watched(_) => unreachable!("nothing was watched"),
+            Arrival::Watched(_) | Arrival::TimeUp => unreachable!("nothing was watched, no time set"),
         }
     }
 
     /// The next line from the server or, when `watch` reports one of its
     /// events first, those events: `chat-tail` learns so that its reader went
-    /// away even in a quiet room.
-    pub fn next(&mut self, watch: Option<Watch<'_>>) -> Result<Arrival, ClientError> {
+    /// away even in a quiet room. With `until`, `TimeUp` once it has passed
+    /// with no line in.
+    pub fn next(&mut self, watch: Option<Watch<'_>>, until: Option<Instant>) -> Result<Arrival, ClientError> {
         loop {
             match self.lines.next_frame() {
                 Some(Frame::Line(line)) => {
@@ -199,9 +205,13 @@ impl Receiver {
                 Some(_) => return Err(self.lost("the server sent a line that is not UTF-8")),
                 None => {}
             }
+            let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Ok(Arrival::TimeUp);
+            }
             let mut watched = None;
-            if watch.is_some() {
-                let ready = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, None)
+            if watch.is_some() || left.is_some() {
+                let ready = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, left)
                     .map_err(|e| self.lost(&e.to_string()))?;
                 // With both ready, what the socket has is read first, so that a
                 // watch that is always ready (input from a file) starves nobody.
@@ -227,6 +237,43 @@ impl Receiver {
         }
     }
 
+    /// Reads the server's first line, which must be `HELLO`: anything else
+    /// (silence, another protocol's banner, bytes that are not text) is
+    /// reported in words as not a chat server, and `ERR FULL` as full.
+    fn hello(&mut self, patience: Duration) -> Result<(), ClientError> {
+        let server = self.server.clone();
+        let not_chatd = |why| ClientError::NotChatd { server: server.clone(), why };
+        let mut read = 0;
+        loop {
+            match self.lines.next_frame() {
+                Some(Frame::Line(line)) => {
+                    return match ServerLine::parse(line) {
+                        Ok(ServerLine::Hello { .. }) => Ok(()),
+                        Ok(ServerLine::Err(refusal)) if refusal.code == ErrorCode::Full => {
+                            Err(ClientError::Full { server: server.clone(), text: refusal.text })
+                        }
+                        _ => Err(not_chatd(NotChatd::Said(line.to_owned()))),
+                    };
+                }
+                Some(_) => return Err(not_chatd(NotChatd::NotText)),
+                None => {}
+            }
+            if read > MAX_HELLO {
+                return Err(not_chatd(NotChatd::Endless(read)));
+            }
+            match self.lines.read_from(&mut &self.stream) {
+                Ok(0) => return Err(not_chatd(NotChatd::Closed)),
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let why = if read == 0 { NotChatd::Silent(patience) } else { NotChatd::Endless(read) };
+                    return Err(not_chatd(why));
+                }
+                Err(e) => return Err(self.lost(&e.to_string())),
+            }
+        }
+    }
+
     /// Bounds how long a read may wait (`None`: for ever).
     pub fn set_patience(&self, patience: Option<Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(patience)
@@ -246,6 +293,69 @@ impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> ClientError {
         ClientError::Lost { server: String::new(), detail: e.to_string() }
     }
+}
+
+/// How many names a tool of the person's tries when the name is taken:
+/// `ana-send`, then `ana-send2` up to `ana-send9`.
+const NAME_TRIES: u32 = 9;
+
+/// The name a person goes by when none is given: `$CHAT_NAME`, or else the
+/// login name.
+pub fn own_name() -> String {
+    match std::env::var("CHAT_NAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => login_name(""),
+    }
+}
+
+/// `base` with `suffix` after it, then numbered (`ana-tail`, `ana-tail2`,
+/// …), each cut to fit a name: the names a tool of the person's takes
+/// beside the person's own `chat`.
+pub fn suffixed_names(base: &str, suffix: &str) -> impl Iterator<Item = String> {
+    let (base, suffix) = (base.to_owned(), suffix.to_owned());
+    (1..=NAME_TRIES).map(move |n| {
+        let tail = if n == 1 { suffix.clone() } else { format!("{suffix}{n}") };
+        let room = crate::name::MAX_CHARS.saturating_sub(tail.chars().count());
+        base.chars().take(room).chain(tail.chars()).collect()
+    })
+}
+
+/// Joins under the first of `names` that is not taken; when all are, the
+/// error for the last one.
+pub fn join_first_free(
+    sender: &mut Sender,
+    receiver: &mut Receiver,
+    names: impl IntoIterator<Item = String>,
+    replay: crate::protocol::Replay<'_>,
+) -> Result<Joined, ClientError> {
+    let mut taken = None;
+    for name in names {
+        match join(sender, receiver, &Join { name: &name, replay, token: None }) {
+            Err(e @ ClientError::NameRefused { .. }) if is_taken(&e) => taken = Some(e),
+            other => return other,
+        }
+    }
+    Err(taken.expect("at least one name was tried"))
+}
+
+/// Joins for `chat-send` or a piped `chat`: as `name` when given, taken or
+/// not; else as the person's own name (`own_name`) or, when their `chat`
+/// holds it, with `-send` after it (`ana-send`, `ana-send2`, …), so one
+/// person's tools work side by side and the room still sees who spoke.
+pub fn join_as_a_sender(
+    (sender, receiver): &mut (Sender, Receiver),
+    name: Option<&str>,
+    replay: crate::protocol::Replay<'_>,
+) -> Result<Joined, ClientError> {
+    if let Some(name) = name {
+        return join(sender, receiver, &Join { name, replay, token: None });
+    }
+    let own = own_name();
+    join_first_free(sender, receiver, std::iter::once(own.clone()).chain(suffixed_names(&own, "-send")), replay)
+}
+
+fn is_taken(error: &ClientError) -> bool {
+    matches!(error, ClientError::NameRefused { refusal, .. } if refusal.code == ErrorCode::NameTaken)
 }
 
 /// A name made from the login name, valid for the protocol, with `suffix`.
@@ -281,6 +391,18 @@ mod tests {
         for (given, want) in cases {
             assert_eq!(with_default_port(given), want, "{given}");
         }
+    }
+
+    #[test]
+    fn suffixed_names_are_numbered_and_cut_to_fit() {
+        let names: Vec<String> = suffixed_names("Ana", "-send").take(3).collect();
+        assert_eq!(names, ["Ana-send", "Ana-send2", "Ana-send3"]);
+        let long = "x".repeat(40);
+        for name in suffixed_names(&long, "-tail") {
+            assert!(crate::name::Name::parse(&name).is_ok(), "{name:?}");
+            assert!(name.ends_with("-tail") || name.contains("-tail"), "{name:?}");
+        }
+        assert_eq!(suffixed_names(&long, "-tail").last().unwrap(), format!("{}-tail9", "x".repeat(26)));
     }
 
     #[test]

@@ -82,17 +82,16 @@ impl fmt::Display for Request<'_> {
     }
 }
 
-/// The longest `MSG` text a client can send to a server on the default line
-/// limit: the limit less `MSG `, and the newline.
+/// The longest `MSG` text a server on the default line limit takes: the
+/// limit less `MSG `, and the newline. A server may take longer lines
+/// (`chatd --max-line`), or fewer: only it can judge.
 pub const MAX_TEXT: usize = DEFAULT_MAX_LINE - "MSG \n".len();
 
-/// What a client checks before sending a message, so that a line the server
-/// would refuse is refused at once, with the same words.
+/// What a client checks before sending a message, so that a message the
+/// server would refuse whatever its limits is refused at once, with the
+/// same words. The length is not checked: the line limit is the server's
+/// (`ERR TOO_LONG`).
 pub fn check_outgoing(text: &str) -> Result<(), Refusal> {
-    if text.len() > MAX_TEXT {
-        let why = format!("message has {} bytes, more than the {MAX_TEXT} a line holds", text.len());
-        return Err(Refusal::new(ErrorCode::TooLong, why));
-    }
     check_text(text)
 }
 

@@ -6,8 +6,8 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 
+use super::typing::ChatEditor;
 use rustyline::error::ReadlineError;
-use rustyline::DefaultEditor;
 
 /// The file that keeps typed lines across runs, when there is one.
 #[derive(Debug)]
@@ -19,7 +19,7 @@ impl History {
     /// Creates the history's directory if needed and loads what it holds. A
     /// history that cannot be kept is a warning, not a failure: chatting
     /// matters more.
-    pub(super) fn open(editor: &mut DefaultEditor) -> History {
+    pub(super) fn open(editor: &mut ChatEditor) -> History {
         let Some(file) = history_file(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) else {
             eprintln!("chat: warning: neither XDG_STATE_HOME nor HOME is set, so no history is kept");
             return History { file: None };
@@ -37,8 +37,13 @@ impl History {
         History { file: Some(file) }
     }
 
+    /// The file, when a history is kept.
+    pub(super) fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
+    }
+
     /// Adds a line and saves it at once, so that a killed session keeps it.
-    pub(super) fn add(&mut self, editor: &mut DefaultEditor, line: &str) {
+    pub(super) fn add(&mut self, editor: &mut ChatEditor, line: &str) {
         let Some(file) = &self.file else { return };
         let saved = editor.add_history_entry(line).and_then(|_| editor.append_history(file));
         if let Err(e) = saved {
@@ -46,6 +51,15 @@ impl History {
             self.file = None;
         }
     }
+}
+
+/// Adds `line` to the history in `file`, from a thread that has no editor:
+/// the line that was being typed when the connection was lost for good.
+pub(super) fn save_line(file: &std::path::Path, line: &str) -> rustyline::Result<()> {
+    use rustyline::history::History as _;
+    let mut history = rustyline::history::FileHistory::new();
+    history.add(line)?;
+    history.append(file)
 }
 
 /// `$XDG_STATE_HOME/minichat/history` (see `paths::state_dir`).

@@ -7,13 +7,17 @@
 //! - `session`: the joined connection and the thread that shows the room;
 //! - `line_history`: the typed lines kept across runs;
 //! - `clock`: an event's time as a person reads it;
+//! - `one_off`: a `chat-send`'s visit shown as its messages alone;
+//! - `typing`: the line being typed, Ctrl-C's mark on it;
 //! - `plain`: the line reader for pipes.
 
 mod clock;
 mod line_history;
+mod one_off;
 mod plain;
 mod prompt;
 mod session;
+mod typing;
 
 use std::fmt;
 use std::io::{self, IsTerminal};
@@ -30,6 +34,8 @@ pub enum ChatError {
     Client(ClientError),
     Terminal(ReadlineError),
     Input(io::Error),
+    /// Ctrl-C at the name prompt: leaving, as a shell would.
+    Interrupted,
 }
 
 impl ChatError {
@@ -38,6 +44,7 @@ impl ChatError {
         match self {
             ChatError::Client(e) => e.exit_code(),
             ChatError::Terminal(_) | ChatError::Input(_) => exit::FAILURE,
+            ChatError::Interrupted => exit::INTERRUPTED,
         }
     }
 }
@@ -48,6 +55,7 @@ impl fmt::Display for ChatError {
             ChatError::Client(e) => write!(f, "{e}"),
             ChatError::Terminal(e) => write!(f, "the terminal failed: {e}"),
             ChatError::Input(e) => write!(f, "cannot read standard input: {e}"),
+            ChatError::Interrupted => f.write_str("interrupted"),
         }
     }
 }

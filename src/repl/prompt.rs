@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use nix::sys::termios;
 use rustyline::error::ReadlineError;
-use rustyline::{Config, DefaultEditor, ExternalPrinter as _};
+use rustyline::{Config, ExternalPrinter as _};
 
 use super::line_history::History;
-use super::session::{Look, Session};
+use super::session::{Look, Session, Unsent};
+use super::typing::{ChatEditor, Typing};
 use super::ChatError;
 use crate::cli::ChatArgs;
 use crate::client::{self, ClientError, Joined, Membership, Receiver, Sender};
@@ -20,7 +21,7 @@ use crate::protocol::{self, ByeReason, ErrorCode, Join, Printable, Replay};
 const QUIT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The room's events shown on joining, unless `--history` says otherwise.
-const DEFAULT_HISTORY: u64 = 20;
+pub(super) const DEFAULT_HISTORY: u64 = 20;
 
 /// Lines of history kept.
 const HISTORY_SIZE: usize = 1000;
@@ -31,7 +32,7 @@ commands:
   /quit    leave (Ctrl-D too)
   /help    show this list
   //text   send a message that starts with /
-Ctrl-C clears the line; Up and Down go through earlier lines.
+Ctrl-C clears the line (marked ^C); Up and Down go through earlier lines.
 ";
 
 /// Joins, then reads and sends lines until `/quit` or Ctrl-D.
@@ -39,13 +40,28 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     // Taken before the editor changes anything, so that the connection's
     // thread can put the terminal back if it ends the process mid-prompt.
     let terminal = termios::tcgetattr(io::stdin()).ok();
-    let mut editor = DefaultEditor::with_config(Config::builder().max_history_size(HISTORY_SIZE)?.build())?;
+    let mut editor = ChatEditor::with_config(Config::builder().max_history_size(HISTORY_SIZE)?.build())?;
+    let typing = Typing::default();
+    typing.install(&mut editor);
     let server = &args.server.server;
     let history_events = args.history.unwrap_or(DEFAULT_HISTORY);
     let mut connection = client::connect(server)?;
-    let joined = match &args.name {
-        Some(name) => client::join(&mut connection.0, &mut connection.1, &joining(name, history_events))?,
-        None => match ask_name(&mut editor, &mut connection, server, history_events)? {
+    // A name from CHAT_NAME that is taken (this person's chat is open in
+    // another window) is asked again, as a typed one is; --name is final.
+    let from_env = std::env::var("CHAT_NAME").ok().filter(|name| !name.is_empty() && args.name.is_none());
+    let mut joined = None;
+    if let Some(name) = args.name.as_ref().or(from_env.as_ref()) {
+        match client::join(&mut connection.0, &mut connection.1, &joining(name, history_events)) {
+            Ok(done) => joined = Some(done),
+            Err(ClientError::NameRefused { refusal, .. }) if from_env.is_some() => {
+                println!("{}", Printable(&refusal.text));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let joined = match joined {
+        Some(joined) => joined,
+        None => match ask_name(&mut editor, &typing, &mut connection, server, history_events)? {
             Some(joined) => joined,
             None => {
                 let _ = connection.0.finish();
@@ -62,8 +78,10 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let show = move |text: String| {
         let _ = printer.print(format!("{text}\n"));
     };
-    let session = Session::start(membership, show, Look { timed: true }, terminal).map_err(ChatError::Input)?;
-    let result = converse(&mut editor, &session, &name, &mut history);
+    let unsent = Unsent { line: typing.line(), history: history.file().map(ToOwned::to_owned) };
+    let session =
+        Session::start(membership, show, Look { timed: true }, terminal, Some(unsent)).map_err(ChatError::Input)?;
+    let result = converse(&mut editor, &typing, &session, &name, &mut history);
     if session.leave(Some(QUIT_PATIENCE)).is_err() {
         // Disconnected, or a server slow to say goodbye: say what that may cost.
         eprintln!("chat: left without the server's goodbye; lines typed last may not have arrived");
@@ -77,17 +95,19 @@ fn joining(name: &str, history: u64) -> Join<'_> {
 }
 
 /// Asks for a name until the server takes one, on the same connection;
-/// `None` if the person gave up (Ctrl-D).
+/// `None` if the person gave up (Ctrl-D); Ctrl-C leaves, as in a shell.
 fn ask_name(
-    editor: &mut DefaultEditor,
+    editor: &mut ChatEditor,
+    typing: &Typing,
     connection: &mut (Sender, Receiver),
     server: &str,
     history: u64,
 ) -> Result<Option<Joined>, ChatError> {
     loop {
         let typed = match editor.readline("name: ") {
+            Ok(_) if typing.take_cleared() => return Err(ChatError::Interrupted),
             Ok(typed) => typed,
-            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Interrupted) => return Err(ChatError::Interrupted),
             Err(ReadlineError::Eof) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
@@ -117,12 +137,19 @@ fn join_patiently(connection: &mut (Sender, Receiver), server: &str, join: &Join
 }
 
 /// Reads lines and acts on them until `/quit` or Ctrl-D.
-fn converse(editor: &mut DefaultEditor, session: &Session, name: &str, history: &mut History) -> Result<(), ChatError> {
+fn converse(
+    editor: &mut ChatEditor,
+    typing: &Typing,
+    session: &Session,
+    name: &str,
+    history: &mut History,
+) -> Result<(), ChatError> {
     let prompt = format!("{name}> ");
     loop {
         let typed = match editor.readline(&prompt) {
+            // As in shells: Ctrl-C drops the line being typed, marked ^C.
+            Ok(_) if typing.take_cleared() => continue,
             Ok(typed) => typed,
-            // As in shells: Ctrl-C drops the line being typed.
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -220,9 +247,8 @@ mod tests {
     #[test]
     fn messages_the_server_would_refuse_are_refused_here() {
         assert_eq!(check_message("tab\tis fine"), Ok(()));
-        use crate::protocol::MAX_TEXT;
-        assert_eq!(check_message(&"x".repeat(MAX_TEXT)), Ok(()));
-        assert!(check_message(&"x".repeat(MAX_TEXT + 1)).unwrap_err().contains("4092 bytes"));
+        // The line limit is the server's to judge: it may take long lines.
+        assert_eq!(check_message(&"x".repeat(64 * 1024)), Ok(()));
         assert!(check_message("esc\u{1b}[2J").unwrap_err().contains("U+001B"));
     }
 }

@@ -10,14 +10,17 @@
 use std::io::{self, Read as _, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use nix::sys::termios::{self, SetArg, Termios};
 
+use super::one_off::OneOffs;
 use crate::client::{render, ClientError, Event, Format, Membership, News, Watch};
+use crate::protocol::Printable;
 
 /// Most messages waiting to be confirmed before typed lines wait in turn.
 const MAX_UNCONFIRMED: usize = 8192;
@@ -39,6 +42,13 @@ pub(super) struct Session {
     ended: mpsc::Receiver<Result<(), ClientError>>,
 }
 
+/// The line being typed, and where the history is kept: a line typed when
+/// the connection is gone for good is shown and kept, not lost.
+pub(super) struct Unsent {
+    pub line: Arc<Mutex<String>>,
+    pub history: Option<PathBuf>,
+}
+
 /// How events are shown.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Look {
@@ -55,6 +65,7 @@ impl Session {
         show: impl FnMut(String) + Send + 'static,
         look: Look,
         terminal: Option<Termios>,
+        unsent: Option<Unsent>,
     ) -> io::Result<Session> {
         let (wake, woken) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
@@ -62,11 +73,19 @@ impl Session {
         let (asks, asked) = mpsc::sync_channel(256);
         let (report, ended) = mpsc::channel();
         thread::spawn(move || {
-            let mut connection = Connection { membership, asked, woken, show, look, zone: TimeZone::system() };
+            let mut connection = Connection {
+                membership,
+                asked,
+                woken,
+                show,
+                look,
+                zone: TimeZone::system(),
+                one_offs: OneOffs::default(),
+            };
             let end = connection.run();
             let membership = &connection.membership;
             match end {
-                Err(e) if !membership.is_leaving() => quit_lost(&e, terminal.as_ref()),
+                Err(e) if !membership.is_leaving() => quit_lost(&e, terminal.as_ref(), unsent.as_ref()),
                 // Everything said was confirmed: a goodbye cut short loses nothing.
                 Err(_) if membership.all_confirmed() => drop(report.send(Ok(()))),
                 end => drop(report.send(end)),
@@ -114,6 +133,8 @@ struct Connection<F> {
     show: F,
     look: Look,
     zone: TimeZone,
+    /// Events held back while a visit may yet turn out to be a one-off.
+    one_offs: OneOffs,
 }
 
 impl<F: FnMut(String)> Connection<F> {
@@ -130,7 +151,8 @@ impl<F: FnMut(String)> Connection<F> {
             }
             let room = self.membership.unconfirmed() < MAX_UNCONFIRMED && !self.membership.is_leaving() && !abandoned;
             let watch = room.then(|| Watch::readable(self.woken.as_fd()));
-            match self.membership.next(watch)? {
+            match self.membership.next_until(watch, self.one_offs.due())? {
+                News::TimeUp => self.show_held(),
                 News::Watched(_) => {
                     abandoned = matches!((&self.woken).read(&mut [0; 512]), Ok(0));
                     for ask in self.asked.try_iter().take(256) {
@@ -149,22 +171,47 @@ impl<F: FnMut(String)> Connection<F> {
                 }
                 News::Event(event) => {
                     history += usize::from(event.replayed);
-                    if let Some(text) = self.shown(&event) {
-                        (self.show)(text);
+                    for event in self.one_offs.take(event, Instant::now()) {
+                        self.show_event(&event);
                     }
                 }
-                News::Live if history > 0 => (self.show)("-- live --".into()),
-                News::Lost(_) => (self.show)("* connection lost; reconnecting…".into()),
+                News::Live if history > 0 => {
+                    self.show_held();
+                    (self.show)("-- live --".into());
+                }
+                News::Lost(_) => {
+                    self.show_held();
+                    (self.show)("* connection lost; reconnecting…".into());
+                }
                 News::Missed { count, .. } => missed = Some(count),
-                News::Resumed { .. } => (self.show)(reconnected(missed.take())),
+                News::Resumed { .. } => {
+                    self.show_held();
+                    (self.show)(reconnected(missed.take()));
+                }
                 News::Reply(line) => {
                     if let Some(text) = render(&line, Format::Human) {
                         (self.show)(text);
                     }
                 }
-                News::Left => return Ok(()),
+                News::Left => {
+                    self.show_held();
+                    return Ok(());
+                }
                 News::Live | News::Confirmed => {}
             }
+        }
+    }
+
+    fn show_event(&mut self, event: &Event) {
+        if let Some(text) = self.shown(event) {
+            (self.show)(text);
+        }
+    }
+
+    /// Shows what was held back for a visit that was no one-off.
+    fn show_held(&mut self) {
+        for event in self.one_offs.flush() {
+            self.show_event(&event);
         }
     }
 
@@ -194,7 +241,7 @@ fn reconnected(missed: Option<Option<u64>>) -> String {
 /// while the person's thread may be inside `readline`: so the terminal is
 /// put back first, as the editor would have on return. History is saved
 /// line by line, so nothing is lost.
-fn quit_lost(err: &ClientError, terminal: Option<&Termios>) -> ! {
+fn quit_lost(err: &ClientError, terminal: Option<&Termios>, unsent: Option<&Unsent>) -> ! {
     if let Some(saved) = terminal {
         let _ = termios::tcsetattr(io::stdin(), SetArg::TCSANOW, saved);
         // Bracketed paste off, as the editor leaves it; then off the prompt line.
@@ -202,6 +249,15 @@ fn quit_lost(err: &ClientError, terminal: Option<&Termios>) -> ! {
         let _ = out.write_all(b"\x1b[?2004l\n").and_then(|()| out.flush());
     }
     eprintln!("chat: {err}");
+    if let Some(unsent) = unsent {
+        let line = unsent.line.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !line.trim().is_empty() {
+            let kept =
+                unsent.history.as_deref().is_some_and(|file| super::line_history::save_line(file, &line).is_ok());
+            let kept = if kept { " (kept in the history: Up finds it next time)" } else { "" };
+            eprintln!("chat: not sent{kept}: {}", Printable(&line));
+        }
+    }
     std::process::exit(err.exit_code().into())
 }
 

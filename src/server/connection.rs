@@ -30,6 +30,9 @@ use crate::room::{JoinError, Joined, Membership, Notify, SayError};
 /// `EXIT`, end of input or a join timeout).
 const LINGER: Duration = Duration::from_secs(5);
 
+/// How long a client has, once sent everything and a FIN, to close its end.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Why the connection ends.
 #[derive(Debug)]
 enum End {
@@ -265,8 +268,8 @@ impl Connection {
             link.reply(end_seq, &ServerLine::Bye(reason));
         }
         let deadline = Instant::now() + linger;
-        if self.drain(deadline) {
-            self.close_gently(deadline);
+        if self.drain(deadline) && !self.close_gently(deadline) {
+            self.reset();
         }
     }
 
@@ -302,23 +305,35 @@ impl Connection {
     /// Closes after the client has read everything: sends FIN, then waits
     /// briefly for the client's end. Closing with unread input would send a
     /// reset, which can destroy the last lines before the client reads them.
-    fn close_gently(&self, deadline: Instant) {
+    /// Returns false when the client kept its end open all that time.
+    fn close_gently(&self, deadline: Instant) -> bool {
         let _ = self.stream().shutdown(Shutdown::Write);
-        let deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+        let deadline = deadline.min(Instant::now() + CLOSE_GRACE);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return;
+                return false;
             }
             match wait(self.stream(), &self.wait_mask, true, false, Some(left)) {
                 Ok(ready) if ready.readable => match discard_input(self.stream()) {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return true,
                     Ok(_) => {}
                 },
                 Ok(ready) if !ready.broken => {}
-                _ => return,
+                _ => return true,
             }
         }
+    }
+
+    /// Ends a connection whose client kept its end open after our goodbye
+    /// and the grace after it, with a reset rather than a FIN: the client
+    /// had its last lines a second ago, and a reset is what ends a client
+    /// that reads the keyboard as well as the network. netcat-openbsd, given
+    /// a FIN alone, waits for the person to press Enter (twice, if the first
+    /// came within the grace) before it sees that the server is gone.
+    fn reset(&self) {
+        let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+        let _ = nix::sys::socket::setsockopt(self.stream(), nix::sys::socket::sockopt::Linger, &linger);
     }
 }
 
