@@ -92,6 +92,9 @@ fn two_bridges_publish_in_one_order_with_dedupe() {
         Ok(acked.iter().find(|(_, l)| *l == "MSG s0 7\n").unwrap().0.to_owned())
     );
     assert_eq!(bridges[0].kept().unwrap().last, 100);
+    let epoch = bridges[0].epoch();
+    assert_eq!(epoch, bridges[1].epoch(), "one history");
+    assert!(epoch.len() <= 32 && epoch.bytes().all(|b| b.is_ascii_alphanumeric()), "{epoch}");
 }
 
 #[test]

@@ -22,6 +22,8 @@ const CHUNK: usize = 256;
 #[derive(Debug)]
 pub struct Link {
     pub server_id: String,
+    /// The stream's: `js` and the time it was made, in nanoseconds.
+    pub epoch: String,
     js: jetstream::Context,
     stream: String,
     subject: String,
@@ -103,7 +105,10 @@ impl Link {
             duplicate_window: options.dedupe_window,
             ..Default::default()
         };
-        retry(&list, "the room's stream", deadline, || js.get_or_create_stream(config.clone())).await?;
+        let made = retry(&list, "the room's stream", deadline, || js.get_or_create_stream(config.clone())).await?;
+        // Positions are `<epoch>:<seq>`: a stream deleted and made again
+        // starts another history, with another epoch.
+        let epoch = format!("js{}", made.cached_info().created.unix_timestamp_nanos());
         let names_bucket = format!("minichat-{room}-names");
         let names =
             retry(&list, "the names bucket", deadline, || open_bucket(&js, &names_bucket, Duration::ZERO, options))
@@ -115,6 +120,7 @@ impl Link {
         .await?;
         let link = Link {
             server_id,
+            epoch,
             js,
             stream,
             subject,

@@ -69,7 +69,8 @@ pub use names::{Claim, Freed, Holder};
 
 use link::Link;
 
-/// How the bridge sets up the room in JetStream.
+/// How the bridge sets up the room in JetStream. The server that makes the
+/// stream and buckets decides; the others find them as they are.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// How many of the latest events the stream keeps (`--history`).
@@ -226,6 +227,12 @@ impl Bridge {
     /// This server's id in the cluster.
     pub fn server_id(&self) -> &str {
         &self.link.server_id
+    }
+
+    /// The name of the room's history, for positions `<epoch>:<seq>`: the
+    /// same on every server, another one if the stream is made again.
+    pub fn epoch(&self) -> &str {
+        &self.link.epoch
     }
 
     /// Publishes one event and waits until the stream has stored it,
