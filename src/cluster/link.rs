@@ -88,9 +88,11 @@ impl Link {
                 )
             })?;
         let mut js = jetstream::new(client);
-        // A publish that gets no acknowledgement is sent again (same id)
-        // after this, within the caller's timeout.
-        js.set_timeout(Duration::from_secs(2));
+        // How long a request waits for its answer: a publish that gets no
+        // acknowledgement is sent again (same id) after this, within the
+        // caller's timeout. Making a consumer on nats-server 2.9 while its
+        // cluster replaces a dead node's leaders takes seconds.
+        js.set_timeout(Duration::from_secs(5));
 
         let deadline = Instant::now() + options.start_timeout;
         let stream = format!("minichat-{room}");
@@ -343,8 +345,9 @@ impl Cursor {
                 // it is stuck: make another, from where it was.
                 Err(_) if self.idle_since.elapsed() >= STUCK_AFTER => {
                     self.idle_since = Instant::now();
-                    // Not even that answers: make another all the same.
-                    if !self.link.kept().await.is_ok_and(|kept| kept.last < self.next) {
+                    // No answer within a second: make another all the same.
+                    let kept = tokio::time::timeout(Duration::from_secs(1), self.link.kept()).await;
+                    if !kept.is_ok_and(|kept| kept.is_ok_and(|kept| kept.last < self.next)) {
                         self.messages = None;
                     }
                 }
