@@ -44,13 +44,24 @@
 //! thirds for the key to expire, one sixth until the first scan that misses
 //! it, one sixth until the second), give or take the NATS server's expiry
 //! timer and a scan's latency.
-
+//!
 //! # A runtime in a box
 //!
 //! async-nats needs tokio. [`Bridge::connect`] starts one thread that owns a
-//! current-thread runtime; the methods hand it a task and wait for the
-//! answer on a oneshot channel, with a deadline. No `async` reaches the
-//! callers, and no runtime runs unless a bridge is made.
+//! current-thread runtime; the methods hand it a task (through the
+//! runtime's handle, a queue any thread may push to) and wait for the
+//! answer on a oneshot channel, with a deadline; subscriptions deliver to a
+//! std channel. No `async` reaches the callers, and no runtime runs unless
+//! a bridge is made.
+//!
+//! # nats-server 2.9 and 2.15
+//!
+//! Both are tested (`tests/cluster.rs`). async-nats's `server_2_10`+
+//! features stay off, and the buckets' streams are made here rather than by
+//! `create_key_value`, which reads the account's information first and
+//! cannot parse 2.9's. On 2.9, after a cluster node dies, making a consumer
+//! waits for the new leaders: a subscription may pause 10 to 25 s, while
+//! publishes are acknowledged again within a few seconds.
 
 mod link;
 mod names;
