@@ -1,7 +1,7 @@
 //! chat-send and chat-tail as a shell uses them: real processes, real pipes.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 use crate::util::{bin, Chatd, Client, PATIENCE};
 
@@ -141,22 +141,29 @@ fn a_taken_name_is_a_clear_error_with_its_own_status() {
     assert!(stderr(&out).contains("cannot join as \"ana\": Ana is taken"), "{}", stderr(&out));
 }
 
-#[test]
-fn chat_send_gives_up_with_status_5_when_the_server_never_comes_back() {
-    let chatd = Chatd::start(&[]);
-    let mut watcher = chatd.join("watcher");
-    let mut child = tool(&chatd, "chat-send")
+/// A `chat-send -n bot --retry-for 1s` reading a pipe the test holds, as
+/// under `tail -f`, once its first line has reached `watcher` (so it is past
+/// its join).
+fn piped_chat_send(chatd: &Chatd, watcher: &mut Client, first: &str) -> (Child, ChildStdin) {
+    let mut child = tool(chatd, "chat-send")
         .args(["-n", "bot", "--retry-for", "1s"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
-    input.write_all(b"before\n").unwrap();
+    input.write_all(format!("{first}\n").as_bytes()).unwrap();
     input.flush().unwrap();
     watcher.expect("JOINED bot");
-    // chat-send is past its join once its first line is in.
-    watcher.expect("MSG bot before");
+    watcher.expect(&format!("MSG bot {first}"));
+    (child, input)
+}
+
+#[test]
+fn chat_send_gives_up_with_status_5_when_the_server_never_comes_back() {
+    let chatd = Chatd::start(&[]);
+    let mut watcher = chatd.join("watcher");
+    let (child, mut input) = piped_chat_send(&chatd, &mut watcher, "before");
     drop(chatd);
     let _ = input.write_all(b"after\n");
     drop(input);
@@ -343,16 +350,7 @@ fn chat_send_and_a_piped_chat_work_beside_the_persons_own_chat() {
 fn tail_f_into_chat_send_starts_reconnecting_at_once_when_the_server_goes() {
     let chatd = Chatd::start(&[]);
     let mut watcher = chatd.join("watcher");
-    let mut child = tool(&chatd, "chat-send")
-        .args(["-n", "bot", "--retry-for", "1s"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(b"one\n").unwrap();
-    watcher.expect("JOINED bot");
-    watcher.expect("MSG bot one");
+    let (mut child, input) = piped_chat_send(&chatd, &mut watcher, "one");
     let mut errors = BufReader::new(child.stderr.take().unwrap());
     drop(chatd);
     // No more input: chat-send hears it from the socket alone.

@@ -78,6 +78,16 @@ fn stderr_of(child: &mut Child) -> String {
     err
 }
 
+/// Writes the numbers 1 to `count`, a line each, to `child`'s input from a
+/// thread of their own, and closes it.
+fn write_numbers(child: &mut Child, count: u64) -> thread::JoinHandle<std::io::Result<()>> {
+    let mut input = child.stdin.take().expect("a piped input");
+    thread::spawn(move || {
+        let numbers: String = (1..=count).map(|n| format!("{n}\n")).collect();
+        input.write_all(numbers.as_bytes())
+    })
+}
+
 /// Stops a `chat-tail` that lost its connection once: it must have said
 /// that it reconnected, and that it missed nothing.
 fn expect_resumed_missing_nothing(tail: &mut Child) {
@@ -279,11 +289,7 @@ fn chat_send_delivers_every_line_exactly_once_across_kill_9_of_chatd() {
     let mut watcher = chatd.join("watcher");
     let mut send =
         tool(&chatd, "chat-send").args(["-n", "bulk"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut input = send.stdin.take().unwrap();
-    let writer = thread::spawn(move || {
-        let numbers: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
-        input.write_all(numbers.as_bytes())
-    });
+    let writer = write_numbers(&mut send, 20_000);
     watcher.expect("JOINED bulk");
     // Mid-stream: some lines confirmed, some in flight, most still to come.
     while watcher.recv() != "MSG bulk 3000" {}
@@ -425,11 +431,7 @@ fn chat_send_delivers_every_line_exactly_once_across_a_connection_cut_chatd_neve
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut input = send.stdin.take().unwrap();
-    let writer = thread::spawn(move || {
-        let numbers: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
-        input.write_all(numbers.as_bytes())
-    });
+    let writer = write_numbers(&mut send, 20_000);
     watcher.expect("JOINED bulk");
     while watcher.recv() != "MSG bulk 3000" {}
     relay.cut(0);
