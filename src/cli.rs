@@ -164,7 +164,7 @@ impl ServerOpt {
     /// What the client's membership does when its connection is lost.
     pub fn settings(&self) -> crate::client::Settings {
         crate::client::Settings {
-            server: self.server.clone(),
+            servers: self.server.split(',').map(str::to_owned).collect(),
             retry_for: (!self.no_reconnect).then_some(self.retry_for),
         }
     }
@@ -371,17 +371,29 @@ fn parse_dead_peer_timeout(text: &str) -> Result<Duration, String> {
     Ok(timeout)
 }
 
+/// One server, or several separated by commas (`a:5000,b:5000`), each
 /// `HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address: a port, when
-/// there is one, must be one (1 to 65535), so a typo is a usage error rather
-/// than a connection that fails later.
+/// there is one, must be one (1 to 65535), so a typo is a usage error naming
+/// the entry rather than a connection that fails later. Spaces around an
+/// entry are dropped.
 pub fn parse_server(text: &str) -> Result<String, String> {
-    let with_port = crate::client::with_default_port(text);
-    let port = with_port.rsplit_once(':').map(|(_, port)| port).unwrap_or("");
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{port:?} is not a port (1 to 65535); write HOST or HOST:PORT")),
-        Ok(_) if text.trim().is_empty() => Err("no server given; write HOST or HOST:PORT".into()),
-        Ok(_) => Ok(text.to_owned()),
+    if text.trim().is_empty() {
+        return Err("no server given; write HOST or HOST:PORT".into());
     }
+    let servers: Vec<&str> = text.split(',').map(str::trim).collect();
+    for (n, server) in servers.iter().enumerate() {
+        let entry = || if servers.len() == 1 { String::new() } else { format!("entry {} ", n + 1) };
+        if server.is_empty() {
+            return Err(format!("{}of {text:?} is empty; write HOST[:PORT],HOST[:PORT]", entry()));
+        }
+        let with_port = crate::client::with_default_port(server);
+        let port = with_port.rsplit_once(':').map(|(_, port)| port).unwrap_or("");
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            let entry = if servers.len() == 1 { String::new() } else { format!("{}{server:?}: ", entry()) };
+            return Err(format!("{entry}{port:?} is not a port (1 to 65535); write HOST or HOST:PORT"));
+        }
+    }
+    Ok(servers.join(","))
 }
 
 /// A duration: a number with `ms`, `s`, `m` or `h` after it (`250ms`, `5s`,
@@ -458,8 +470,24 @@ mod tests {
         for good in ["localhost", "192.168.1.15", "192.168.1.15:6000", "::1", "[::1]:6000", "chat.lan:5000"] {
             assert_eq!(parse_server(good).as_deref(), Ok(good), "{good}");
         }
-        for bad in ["127.0.0.1:99999", "127.0.0.1:0", "host:", "host:port", "[::1]:70000", ""] {
+        for bad in ["127.0.0.1:99999", "127.0.0.1:0", "host:", "host:port", "[::1]:70000", "", " "] {
             assert!(parse_server(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_server_of_a_list_is_checked_and_named_when_wrong() {
+        assert_eq!(parse_server("a:5000,b:6000").as_deref(), Ok("a:5000,b:6000"));
+        assert_eq!(parse_server("a, ::1 ,[::1]:7").as_deref(), Ok("a,::1,[::1]:7"));
+        let cases = [
+            ("a:5000,,b", "entry 2 of \"a:5000,,b\" is empty"),
+            ("a:5000,", "entry 2 of \"a:5000,\" is empty"),
+            ("a:5000,b:99999", "entry 2 \"b:99999\": \"99999\" is not a port"),
+            ("a:0,b", "entry 1 \"a:0\": \"0\" is not a port"),
+        ];
+        for (bad, want) in cases {
+            let error = parse_server(bad).unwrap_err();
+            assert!(error.starts_with(want), "{bad:?}: {error}");
         }
     }
 

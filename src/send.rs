@@ -190,7 +190,8 @@ impl Run {
             }
             News::Lost(why) => eprintln!("chat-send: {why}; reconnecting"),
             News::Resumed { resent } => eprintln!(
-                "chat-send: reconnected; the server had confirmed lines up to {}, {resent} sent again",
+                "chat-send: reconnected to {}; the server had confirmed lines up to {}, {resent} sent again",
+                self.membership.server(),
                 self.confirmed()
             ),
             _ => {}

@@ -262,7 +262,7 @@ fn chat_rides_out_a_chatd_restart_and_sends_what_was_typed_meanwhile_once() {
     ana.type_line("second while away");
     ana.wait_for_line("Ana> second while away");
     let chatd = Chatd::start_in(data.path(), &["--bind", &addr]);
-    ana.wait_for_line("* reconnected, nothing missed");
+    ana.wait_for_line(&format!("* reconnected to {addr}, nothing missed"));
     bob = chatd.connect();
     bob.send("JOIN Bob LAST 50");
     bob.expect("OK JOIN Bob");

@@ -514,7 +514,7 @@ fn a_restarted_server_is_ridden_out_by_chat_and_chat_tail_on_another_computer() 
     // and what Bea typed meanwhile arrives once.
     let (chatd, again) = start_chatd_in(a, data.path(), &[]);
     assert_eq!(again, server);
-    bea.wait_for_line("* reconnected, nothing missed");
+    bea.wait_for_line(&format!("* reconnected to {server}, nothing missed"));
     // The members of the last run left as it ended; then Bea is back.
     for line in ["* Bea left (lost)", "* Bea joined", "Bea: while it was down"] {
         tail.expect_line(line);

@@ -46,6 +46,8 @@ impl fmt::Display for NotChatd {
 pub enum ClientError {
     /// No connection could be made.
     Connect { server: String, source: io::Error },
+    /// None of the servers of a list answered as a chat server: why, for each.
+    NoServer(Vec<ClientError>),
     /// Something answered, but not with `HELLO`.
     NotChatd { server: String, why: NotChatd },
     /// The server is at its client limit.
@@ -74,6 +76,7 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Connect { .. } | ClientError::NotChatd { .. } | ClientError::Full { .. } => exit::CONNECT,
+            ClientError::NoServer(_) => exit::CONNECT,
             ClientError::NameRefused { .. } => exit::NAME,
             ClientError::Lost { .. } | ClientError::Bye { .. } | ClientError::Protocol(_) => exit::LOST,
             ClientError::GaveUp { .. } | ClientError::Unsure { .. } => exit::LOST,
@@ -112,6 +115,15 @@ impl fmt::Display for ClientError {
             ),
             ClientError::NotChatd { server, why } => write!(f, "{server} is not a chat server: {why} {SERVER_HINT}"),
             ClientError::Full { server, text } => write!(f, "{server} is full: {text}"),
+            ClientError::NoServer(failed) => {
+                write!(f, "none of the {} servers answered as a chat server: ", failed.len())?;
+                for (n, error) in failed.iter().enumerate() {
+                    let why = error.to_string();
+                    let why = why.strip_suffix(SERVER_HINT).unwrap_or(&why).trim_end();
+                    write!(f, "{}{why}", if n == 0 { "" } else { "; " })?;
+                }
+                write!(f, " {SERVER_HINT}")
+            }
             ClientError::NameRefused { name, refusal } => {
                 write!(f, "cannot join as {name:?}: {} (set --name or CHAT_NAME)", refusal.text)
             }

@@ -7,6 +7,10 @@
 //! confirmed (`pending`), and sent again after a resume exactly when the
 //! server did not take them.
 //!
+//! With several servers for the room (`--server a:5000,b:5000`), each try
+//! goes round the list, starting with the server after the one just lost,
+//! and resumes on whichever answers.
+//!
 //! One thread drives it: `next` waits for the server and, through `poll`,
 //! for one more descriptor the caller watches.
 
@@ -17,7 +21,7 @@ use nix::poll::PollFlags;
 
 use super::backoff::Backoff;
 use super::pending::Pending;
-use super::{connect_within, join, wait, Arrival, ClientError, Joined, Receiver, Sender, Watch, CONNECT_TIMEOUT};
+use super::{join, servers, wait, Arrival, ClientError, Joined, Receiver, Sender, Watch, CONNECT_TIMEOUT};
 use crate::protocol::{ByeReason, ErrorCode, Join, Position, Replay, Request, ServerLine, Tags};
 
 /// A room event with where and when it happened.
@@ -69,8 +73,8 @@ pub enum News {
 /// How to behave when the connection is lost.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The server, `HOST[:PORT]`.
-    pub server: String,
+    /// The servers of the room, each `HOST[:PORT]`, tried in this order.
+    pub servers: Vec<String>,
     /// How long to keep trying to reconnect; `None` never tries.
     pub retry_for: Option<Duration>,
 }
@@ -107,6 +111,10 @@ struct Replaying {
 
 pub struct Membership {
     settings: Settings,
+    /// Where in `settings.servers` the server of the last connection is.
+    at: usize,
+    /// That server, as `HOST:PORT`.
+    server: String,
     name: String,
     epoch: Option<String>,
     token: Option<String>,
@@ -138,7 +146,10 @@ impl Membership {
         settings: Settings,
     ) -> Result<Membership, ClientError> {
         let seq = joined.seq.unwrap_or(0);
+        let server = receiver.server().to_owned();
         let mut membership = Membership {
+            at: servers::position(&settings.servers, &server),
+            server,
             settings,
             name: joined.name,
             epoch: joined.epoch,
@@ -160,8 +171,9 @@ impl Membership {
         &self.name
     }
 
+    /// The server of the last connection, as `HOST:PORT`.
     pub fn server(&self) -> &str {
-        &self.settings.server
+        &self.server
     }
 
     /// Whether `leave` was called.
@@ -270,7 +282,7 @@ impl Membership {
                 },
                 Link::Closed => {
                     let detail = "the connection was closed after an error".into();
-                    return Err(ClientError::Lost { server: self.settings.server.clone(), detail });
+                    return Err(ClientError::Lost { server: self.server.clone(), detail });
                 }
                 // Leaving needs no new connection.
                 Link::Down { .. } if self.leaving => return Err(self.give_up()),
@@ -321,16 +333,19 @@ impl Membership {
         Ok(news)
     }
 
-    /// One try at a new connection, resuming where we were.
+    /// One try at a new connection, resuming where we were: round the
+    /// servers, the one lost last.
     fn reconnect(&mut self, due: Instant) -> Result<(), ClientError> {
-        let patience = match &self.link {
+        let until = match &self.link {
             Link::Down { backoff, .. } => {
-                let left = self.settings.retry_for.unwrap_or_default().saturating_sub(backoff.since(due));
-                left.clamp(Duration::from_millis(200), CONNECT_TIMEOUT)
+                Some(due + self.settings.retry_for.unwrap_or_default().saturating_sub(backoff.since(due)))
             }
-            _ => CONNECT_TIMEOUT,
+            _ => None,
         };
-        let (mut sender, mut receiver) = connect_within(&self.settings.server, patience)?;
+        let order = servers::after(self.settings.servers.len(), self.at);
+        let (at, mut sender, mut receiver) =
+            servers::connect_first(&self.settings.servers, order, CONNECT_TIMEOUT, until)?;
+        (self.at, self.server) = (at, receiver.server().to_owned());
         let from = if self.pending.is_empty() { self.seen } else { self.seen.min(self.pending.since()) };
         let asked = self.epoch.clone().map(|epoch| Position { epoch, seq: from });
         let replay = asked.as_ref().map_or(Replay::Last(0), |p| Replay::Since(p.as_ref()));
@@ -363,10 +378,10 @@ impl Membership {
             ServerLine::Pong(Some(token)) => Some(self.pong(token, tags.seq)),
             ServerLine::Bye(ByeReason::Exit) if self.leaving => Some(News::Left),
             ServerLine::Bye(reason @ (ByeReason::Exit | ByeReason::Replaced)) => {
-                return Err(ClientError::Bye { server: self.settings.server.clone(), reason });
+                return Err(ClientError::Bye { server: self.server.clone(), reason });
             }
             ServerLine::Bye(reason) => {
-                let why = ClientError::Bye { server: self.settings.server.clone(), reason };
+                let why = ClientError::Bye { server: self.server.clone(), reason };
                 Some(self.lost(why)?)
             }
             ServerLine::Err(refusal) => {
@@ -466,7 +481,7 @@ impl Membership {
 
     fn unsure(&self, why: String) -> ClientError {
         ClientError::Unsure {
-            server: self.settings.server.clone(),
+            server: self.server.clone(),
             unconfirmed: self.pending.len(),
             why: if self.doubtful {
                 format!("{why}; and the server refused a message it cannot be told which")
@@ -500,6 +515,7 @@ fn is_about_a_message(code: ErrorCode) -> bool {
 fn retryable(error: &ClientError) -> bool {
     match error {
         ClientError::Connect { .. } | ClientError::NotChatd { .. } | ClientError::Full { .. } => true,
+        ClientError::NoServer(_) => true,
         ClientError::Lost { .. } => true,
         ClientError::Bye { reason, .. } => !matches!(reason, ByeReason::Replaced),
         ClientError::Refused(refusal) => {

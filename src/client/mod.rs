@@ -8,6 +8,8 @@
 //!   and resuming where it was;
 //! - `pending`: the messages said but not yet confirmed, sent again exactly
 //!   once after a lost connection;
+//! - `servers`: a list of servers, the order they are tried in, and
+//!   connecting to the first that answers;
 //! - `backoff`: how long to wait between tries, and when to give up;
 //! - `wait`: `poll` on the socket and one more descriptor;
 //! - `render`, `error`: how events and errors are shown.
@@ -17,6 +19,7 @@ mod error;
 mod membership;
 mod pending;
 mod render;
+mod servers;
 mod wait;
 
 use std::io::{self, BufWriter, Write};
@@ -94,12 +97,17 @@ pub struct Joined {
     pub token: Option<String>,
 }
 
-/// Connects to `server` (`HOST[:PORT]`) and reads its `HELLO`.
-pub fn connect(server: &str) -> Result<(Sender, Receiver), ClientError> {
-    connect_within(server, CONNECT_TIMEOUT)
+/// Connects to the first server of `servers` (`HOST[:PORT]`, or several
+/// separated by commas) that answers as a chat server, and reads its
+/// `HELLO`; `Receiver::server` says which one it was. When none answers,
+/// the error says why for each.
+pub fn connect(servers: &str) -> Result<(Sender, Receiver), ClientError> {
+    let servers = servers::split(servers);
+    let (_, sender, receiver) = servers::connect_first(&servers, 0..servers.len(), CONNECT_TIMEOUT, None)?;
+    Ok((sender, receiver))
 }
 
-/// Connects as `connect` does, taking at most about `patience` per address.
+/// Connects to one `server`, taking at most about `patience` per address.
 pub fn connect_within(server: &str, patience: Duration) -> Result<(Sender, Receiver), ClientError> {
     let server = with_default_port(server);
     let connect_error = |source: io::Error| ClientError::Connect { server: server.clone(), source };

@@ -43,9 +43,8 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let mut editor = ChatEditor::with_config(Config::builder().max_history_size(HISTORY_SIZE)?.build())?;
     let typing = Typing::default();
     typing.install(&mut editor);
-    let server = &args.server.server;
     let history_events = args.history.unwrap_or(DEFAULT_HISTORY);
-    let mut connection = client::connect(server)?;
+    let mut connection = client::connect(&args.server.server)?;
     // A name from CHAT_NAME that is taken (this person's chat is open in
     // another window) is asked again, as a typed one is; --name is final.
     let from_env = std::env::var("CHAT_NAME").ok().filter(|name| !name.is_empty() && args.name.is_none());
@@ -61,7 +60,7 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     }
     let joined = match joined {
         Some(joined) => joined,
-        None => match ask_name(&mut editor, &typing, &mut connection, server, history_events)? {
+        None => match ask_name(&mut editor, &typing, &mut connection, history_events)? {
             Some(joined) => joined,
             None => {
                 let _ = connection.0.finish();
@@ -100,7 +99,6 @@ fn ask_name(
     editor: &mut ChatEditor,
     typing: &Typing,
     connection: &mut (Sender, Receiver),
-    server: &str,
     history: u64,
 ) -> Result<Option<Joined>, ChatError> {
     loop {
@@ -115,7 +113,7 @@ fn ask_name(
         if typed.is_empty() {
             continue;
         }
-        match join_patiently(connection, server, &joining(typed, history)) {
+        match join_patiently(connection, &joining(typed, history)) {
             Ok(joined) => return Ok(Some(joined)),
             Err(ClientError::NameRefused { refusal, .. }) => println!("{}", Printable(&refusal.text)),
             Err(e) => return Err(e.into()),
@@ -125,14 +123,16 @@ fn ask_name(
 
 /// Joins as `join` asks. The server drops a connection that has not joined
 /// within its join timeout (60 s by default), and a person may take longer
-/// than that to choose a name: a connection that timed out is replaced once.
-fn join_patiently(connection: &mut (Sender, Receiver), server: &str, join: &Join<'_>) -> Result<Joined, ClientError> {
+/// than that to choose a name: a connection that timed out is replaced once,
+/// by one to the same server.
+fn join_patiently(connection: &mut (Sender, Receiver), join: &Join<'_>) -> Result<Joined, ClientError> {
     match client::join(&mut connection.0, &mut connection.1, join) {
         Err(ClientError::Refused(refusal)) if refusal.code == ErrorCode::Timeout => {}
         Err(ClientError::Bye { reason: ByeReason::Timeout, .. }) => {}
         result => return result,
     }
-    *connection = client::connect(server)?;
+    let server = connection.1.server().to_owned();
+    *connection = client::connect(&server)?;
     client::join(&mut connection.0, &mut connection.1, join)
 }
 

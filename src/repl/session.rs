@@ -186,7 +186,7 @@ impl<F: FnMut(String)> Connection<F> {
                 News::Missed { count, .. } => missed = Some(count),
                 News::Resumed { .. } => {
                     self.show_held();
-                    (self.show)(reconnected(missed.take()));
+                    (self.show)(reconnected(self.membership.server(), missed.take()));
                 }
                 News::Reply(line) => {
                     if let Some(text) = render(&line, Format::Human) {
@@ -226,13 +226,14 @@ impl<F: FnMut(String)> Connection<F> {
     }
 }
 
-/// What a resume says: whether anything was missed meanwhile.
-fn reconnected(missed: Option<Option<u64>>) -> String {
+/// What a resume says: to which server, and whether anything was missed
+/// meanwhile.
+fn reconnected(server: &str, missed: Option<Option<u64>>) -> String {
     match missed {
-        None => "* reconnected, nothing missed".into(),
-        Some(Some(n)) => format!("* reconnected; {n} events missed (the server no longer keeps them)"),
+        None => format!("* reconnected to {server}, nothing missed"),
+        Some(Some(n)) => format!("* reconnected to {server}; {n} events missed (the server no longer keeps them)"),
         Some(None) => {
-            "* reconnected; the server's history was started anew, so some events may have been missed".into()
+            format!("* reconnected to {server}; its history is not the one left, so some events may have been missed")
         }
     }
 }
@@ -267,8 +268,8 @@ mod tests {
 
     #[test]
     fn a_resume_says_what_was_missed() {
-        assert_eq!(reconnected(None), "* reconnected, nothing missed");
-        assert!(reconnected(Some(Some(3))).starts_with("* reconnected; 3 events missed"));
-        assert!(reconnected(Some(None)).contains("may have been missed"));
+        assert_eq!(reconnected("b:5000", None), "* reconnected to b:5000, nothing missed");
+        assert!(reconnected("b:5000", Some(Some(3))).starts_with("* reconnected to b:5000; 3 events missed"));
+        assert!(reconnected("b:5000", Some(None)).contains("may have been missed"));
     }
 }
