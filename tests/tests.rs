@@ -6,6 +6,7 @@ mod chat_repl;
 mod clients_connect;
 mod clients_pipeline;
 mod clients_resume;
+mod clients_servers;
 mod cluster;
 mod generated_docs;
 mod hostile;
