@@ -144,7 +144,9 @@ impl ChatdArgs {
 /// is lost: shared by the three clients.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerOpt {
-    /// The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given).
+    /// The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given); or several, separated by
+    /// commas (a:5000,b:5000), all serving the one room: the first that answers as a chat server is used,
+    /// and after a lost connection the others are tried in turn, starting with the one after the server lost.
     #[arg(short, long, value_name = "HOST[:PORT]", env = "CHAT_SERVER", default_value = crate::client::DEFAULT_SERVER, value_parser = parse_server, value_hint = clap::ValueHint::Hostname)]
     pub server: String,
 

@@ -1,4 +1,4 @@
-complete -c chat-tail -s s -l server -d 'The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given)' -r -f -a "(__fish_print_hostnames)"
+complete -c chat-tail -s s -l server -d 'The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given); or several, separated by commas (a:5000,b:5000), all serving the one room: the first that answers as a chat server is used, and after a lost connection the others are tried in turn, starting with the one after the server lost' -r -f -a "(__fish_print_hostnames)"
 complete -c chat-tail -l retry-for -d 'After a lost connection (the server restarting, a network outage), how long to keep trying to reconnect, waiting 0.2 s between tries at first and up to 5 s later, before giving up with exit status 5. Once back, it resumes where it was: nothing missed is left unsaid, and nothing is sent twice' -r
 complete -c chat-tail -l name -d 'The name to join as [default: $CHAT_NAME or your login name, with -tail after it, so it never collides with your own chat]' -r
 complete -c chat-tail -s n -l lines -d 'First print the room\'s last N events (as many as the server keeps), as tail -n does; then the live ones' -r
