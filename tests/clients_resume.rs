@@ -2,7 +2,7 @@
 //! positions and times, resuming from a kept position, and riding out a
 //! chatd that restarts or is killed, with nothing missed and nothing twice.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -43,16 +43,7 @@ struct Lines(mpsc::Receiver<String>);
 
 impl Lines {
     fn of(child: &mut Child) -> Lines {
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Lines(rx)
+        Lines(crate::util::netns::lines_of(child.stdout.take().unwrap()))
     }
 
     fn next(&self) -> String {

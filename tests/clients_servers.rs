@@ -2,11 +2,10 @@
 //! first that answers is used, a lost one is replaced by the next, every
 //! entry is checked, and when none answers the error names them all.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::thread;
 
 use nix::sys::signal::Signal;
 
@@ -41,20 +40,6 @@ fn chat_piped(list: &str, name: &str, input: &str) -> std::process::Output {
         .unwrap();
     chat.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     chat.wait_with_output().unwrap()
-}
-
-/// The lines of a child's standard output, as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Reads lines until `want`, failing after `PATIENCE` with those seen.
@@ -104,7 +89,7 @@ fn chat_tail_goes_on_with_the_next_server_when_its_server_stops() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = lines_of(&mut tail);
+    let lines = crate::util::netns::lines_of(tail.stdout.take().unwrap());
     ana.expect("JOINED tail");
     ana.send("MSG on the first");
     wait_for_line(&lines, "Ana: on the first");
