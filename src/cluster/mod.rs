@@ -302,6 +302,13 @@ impl Bridge {
         self.ask(link::REQUEST_TIMEOUT, async move { names::release(&link, &key).await })
     }
 
+    /// Frees a name if it is still held at `revision` (from
+    /// [`Bridge::holder`]): `false` when it changed hands meanwhile.
+    pub fn release_at(&self, name_key: &str, revision: u64) -> Result<bool, Error> {
+        let (link, key) = (Arc::clone(&self.link), name_key.to_owned());
+        self.ask(link::REQUEST_TIMEOUT, async move { names::release_at(&link, &key, revision).await })
+    }
+
     /// Who holds a name now, if anyone.
     pub fn holder(&self, name_key: &str) -> Result<Option<Holder>, Error> {
         let (link, key) = (Arc::clone(&self.link), name_key.to_owned());

@@ -113,6 +113,17 @@ pub async fn release(link: &Link, name_key: &str) -> Result<bool, Error> {
     }
 }
 
+/// Frees a name if it is still held at `revision`: `false` when it
+/// changed hands meanwhile.
+pub async fn release_at(link: &Link, name_key: &str, revision: u64) -> Result<bool, Error> {
+    let key = key_of(name_key)?;
+    match link.names.delete_expect_revision(&key, Some(revision)).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(false),
+        Err(e) => Err(Error::Failed(format!("cannot release the name: {e}"))),
+    }
+}
+
 /// Moves a name held at `revision` to this server, with `value`: `false`
 /// when it changed hands meanwhile.
 pub async fn take_over(link: &Link, name_key: &str, revision: u64, value: Vec<u8>) -> Result<bool, Error> {

@@ -559,7 +559,7 @@ impl Membership {
         st.names.remove(self.member.name.key());
         if let Some(clustered) = self.room.cluster.get() {
             // Even at shutdown: the room goes on on the other servers.
-            clustered.depart(self.member.name.key(), self.member.name.as_str(), reason, None);
+            clustered.depart(&self.member, reason, None);
             return end;
         }
         if self.room.is_closed() {

@@ -74,10 +74,12 @@ impl fmt::Debug for Clustered {
 #[derive(Debug)]
 enum Departure {
     /// A member of this server: its `LEFT`, then its name freed, unless
-    /// its name changed hands meanwhile (a takeover from another server, or
-    /// this server taken for dead). `joined` is a `JOINED` whose publishing
-    /// failed: it may be stored, so it goes again with its id first.
-    Member { key: String, name: String, reason: LeaveReason, joined: Option<(Vec<u8>, String)> },
+    /// the name changed hands meanwhile (taken over with the member's
+    /// token, here or on another server, or freed as this server's while
+    /// it was taken for dead): the claim must still hold the member's
+    /// `token`. `joined` is a `JOINED` whose publishing failed: it may be
+    /// stored, so it goes again with its id first.
+    Member { key: String, name: String, token: String, reason: LeaveReason, joined: Option<(Vec<u8>, String)> },
     /// A name this server just freed; its server died.
     Lost { name: String, id: String },
 }
@@ -304,8 +306,9 @@ impl Clustered {
     }
 
     /// Has a member's `LEFT` published and its name freed, in the background.
-    pub(super) fn depart(&self, key: &str, name: &str, reason: LeaveReason, joined: Option<(Vec<u8>, String)>) {
-        let departure = Departure::Member { key: key.to_owned(), name: name.to_owned(), reason, joined };
+    pub(super) fn depart(&self, member: &Member, reason: LeaveReason, joined: Option<(Vec<u8>, String)>) {
+        let (key, name, token) = (member.name.key().to_owned(), member.name.to_string(), member.token.clone());
+        let departure = Departure::Member { key, name, token, reason, joined };
         if let Some(departures) = lock(&self.departures).as_ref() {
             let _ = departures.send(departure);
         }
@@ -335,18 +338,22 @@ impl Clustered {
                 let line = line_of(&ServerLine::Left { name: name.clone(), reason: LeaveReason::Lost });
                 self.bridge.publish(&line, id, deadline()).map(drop)
             }
-            Departure::Member { key, name, reason, joined } => {
-                match self.bridge.holder(key)? {
-                    Some(holder) if holder.server == self.bridge.server_id() => {}
+            Departure::Member { key, name, token, reason, joined } => {
+                let revision = match self.bridge.holder(key)? {
+                    Some(holder)
+                        if holder.server == self.bridge.server_id() && ClaimValue::decode(&holder).token == *token =>
+                    {
+                        holder.revision
+                    }
                     // Someone else's now: not ours to say it left.
                     _ => return Ok(()),
-                }
+                };
                 if let Some((line, joined_id)) = joined {
                     self.bridge.publish(line, joined_id, deadline())?;
                 }
                 let line = line_of(&ServerLine::Left { name: name.clone(), reason: *reason });
                 self.bridge.publish(&line, id, deadline())?;
-                self.bridge.release(key).map(drop)
+                self.bridge.release_at(key, revision).map(drop)
             }
         }
     }
@@ -417,7 +424,7 @@ impl Room {
 
     /// A member expelled here, in a room across servers.
     pub(super) fn expelled_in_cluster(&self, clustered: &Clustered, member: &Member) {
-        clustered.depart(member.name.key(), member.name.as_str(), LeaveReason::Slow, None);
+        clustered.depart(member, LeaveReason::Slow, None);
     }
 }
 
@@ -498,7 +505,7 @@ impl Room {
                     }
                     drop(st);
                     let joined = Some((line.to_vec(), joined_id));
-                    clustered.depart(member.name.key(), member.name.as_str(), LeaveReason::Lost, joined);
+                    clustered.depart(&member, LeaveReason::Lost, joined);
                     return Err(JoinError::Unavailable(e));
                 }
             }
