@@ -520,3 +520,32 @@ impl Room {
         Ok(Joined { membership, epoch, past, token: fresh_token, missed, replay, took_over })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(value: &[u8], revision: u64) -> Holder {
+        Holder { server: "s1".into(), value: value.to_vec(), revision }
+    }
+
+    #[test]
+    fn a_claim_keeps_token_name_and_join_order_through_a_takeover() {
+        let first = ClaimValue { token: "t1".into(), name: "José Ana".into(), order: None };
+        let stored = holder(&first.encode(), 7);
+        assert_eq!(ClaimValue::decode(&stored), first);
+        assert_eq!(ClaimValue::order_of(&stored), 7, "a first claim comes in at its own revision");
+        let taken =
+            ClaimValue { token: "t2".into(), name: first.name.clone(), order: Some(ClaimValue::order_of(&stored)) };
+        let restored = holder(&taken.encode(), 12);
+        assert_eq!(ClaimValue::decode(&restored), taken);
+        assert_eq!(ClaimValue::order_of(&restored), 7, "a takeover keeps its place in the join order");
+    }
+
+    #[test]
+    fn a_value_from_elsewhere_decodes_to_something_harmless() {
+        let odd = ClaimValue::decode(&holder(b"only-a-token", 3));
+        assert_eq!((odd.token.as_str(), odd.name.as_str(), odd.order), ("only-a-token", "", None));
+        assert_eq!(ClaimValue::order_of(&holder(b"t\nn\nnot-a-number", 4)), 4);
+    }
+}
