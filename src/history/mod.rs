@@ -7,6 +7,9 @@
 //!   in a new epoch each run, as version 1 servers did without them.
 //! - `disk` keeps the latest events on disk, across restarts, in
 //!   `store::Store`.
+//! - [`Stream`] is a room's NATS JetStream stream (`chatd --cluster`),
+//!   shared by every server: it gives the positions, and the room appends
+//!   what came back from it.
 
 mod disk;
 mod stream;

@@ -12,8 +12,12 @@
 //!
 //! Nobody waits on the room itself: whoever delivers events subscribes with
 //! [`Room::listen`] and is told when the log grows, and each member is told
-//! through its own [`Notify`] when it is expelled. A room spanning several
-//! servers would sit behind the same types.
+//! through its own [`Notify`] when it is expelled.
+//!
+//! A room spanning several servers (`chatd --cluster`, [`Room::clustered`])
+//! is this same room whose positions a NATS JetStream stream gives: see
+//! `stream`. Members, the log, reading and expelling are as here; joining,
+//! saying and leaving go through the stream.
 //!
 //! Every event has a position (its sequence number, counting on from the
 //! history's last one across restarts) and a time, and goes into the room's

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread;
@@ -31,7 +31,6 @@ use crate::cluster::{self, Bridge, Delivery, Freed, Holder};
 use crate::history::Event;
 use crate::name::Name;
 use crate::protocol::{LeaveReason, Replay, ServerLine};
-use std::sync::atomic::{AtomicBool, AtomicU8};
 
 /// How long a message or a join waits for the stream: a leader election
 /// on nats-server 2.9 takes up to about 30 s.
