@@ -299,6 +299,9 @@ impl Clustered {
     /// The members of every server, in join order; `None` when NATS cannot
     /// say.
     pub(super) fn names(&self) -> Option<Vec<String>> {
+        if !self.bridge.status().connected {
+            return None;
+        }
         let mut held = self.bridge.names().ok()?;
         held.sort_by_key(|(_, holder)| ClaimValue::order_of(holder));
         Some(held.iter().map(|(_, holder)| ClaimValue::decode(holder).name).collect())
