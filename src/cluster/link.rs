@@ -215,6 +215,43 @@ impl Link {
     }
 }
 
+/// An event to publish, and where its answer goes.
+#[derive(Debug)]
+pub struct Submitted {
+    pub line: Vec<u8>,
+    pub id: String,
+    pub timeout: Duration,
+    pub answer: mpsc::SyncSender<Result<u64, Error>>,
+}
+
+/// Publishes what is submitted, in the order submitted, without waiting
+/// for one acknowledgement before sending the next: one connection, sent
+/// in order, is stored in order. An event whose acknowledgement does not
+/// come is sent again with its id, until stored or its timeout.
+pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Submitted>) {
+    while let Some(event) = queue.recv().await {
+        let deadline = tokio::time::Instant::now() + event.timeout;
+        let message =
+            jetstream::message::PublishMessage::build().payload(event.line.clone().into()).message_id(&event.id);
+        let sent = tokio::time::timeout_at(deadline, link.js.send_publish(link.subject.clone(), message)).await;
+        let link = Arc::clone(&link);
+        tokio::spawn(async move {
+            let acknowledged = match sent {
+                Ok(Ok(ack)) => tokio::time::timeout_at(deadline, ack).await.ok().and_then(Result::ok),
+                _ => None,
+            };
+            let answer = match acknowledged {
+                Some(ack) => Ok(ack.sequence),
+                None => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    link.publish(event.line, &event.id, left).await
+                }
+            };
+            let _ = event.answer.send(answer);
+        });
+    }
+}
+
 /// Writes this server's heartbeat every period, for as long as the bridge
 /// runs. A failed one is tried again at the next period.
 pub async fn heartbeat(link: Arc<Link>) {

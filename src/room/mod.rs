@@ -315,7 +315,7 @@ impl Room {
         }
         st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
         st.readers.push(Arc::clone(&member));
-        let membership = Membership { room: Arc::clone(self), member };
+        let membership = Membership::new(Arc::clone(self), member);
         let epoch = self.history.epoch().to_owned();
         Ok(Joined { membership, epoch, past, token: fresh_token, missed, replay, took_over: replaced.is_some() })
     }
@@ -485,7 +485,14 @@ impl State {
 pub struct Membership {
     room: Arc<Room>,
     member: Arc<Member>,
+    /// In a room across servers: what it said that the stream has not yet
+    /// confirmed.
+    unconfirmed: Mutex<Vec<stream::Said>>,
 }
+
+/// How many messages of one member may await the stream's confirmation
+/// before saying more waits for them.
+const MAX_UNCONFIRMED: usize = 4096;
 
 impl fmt::Debug for Membership {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -503,6 +510,19 @@ pub struct Fetched {
 }
 
 impl Membership {
+    fn new(room: Arc<Room>, member: Arc<Member>) -> Membership {
+        Membership { room, member, unconfirmed: Mutex::new(Vec::new()) }
+    }
+
+    /// Waits until everything this member said is in the room's log, in a
+    /// room across servers; at once otherwise. Before any reply that says
+    /// where it falls (a `PONG`, `NAMES`).
+    pub fn confirm(&self) -> Result<(), Unavailable> {
+        let Some(clustered) = self.room.cluster.get() else { return Ok(()) };
+        let said = std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner));
+        clustered.settle(said)
+    }
+
     pub fn name(&self) -> &Name {
         &self.member.name
     }
@@ -538,7 +558,14 @@ impl Membership {
             if self.member.status.load(Ordering::SeqCst) != PRESENT {
                 return Err(SayError::Gone);
             }
-            return clustered.say(self.member.id, &line).map(drop).map_err(SayError::Unavailable);
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner);
+            unconfirmed.push(clustered.submit(self.member.id, &line));
+            if unconfirmed.len() >= MAX_UNCONFIRMED {
+                let said = std::mem::take(&mut *unconfirmed);
+                drop(unconfirmed);
+                clustered.settle(said).map_err(SayError::Unavailable)?;
+            }
+            return Ok(());
         }
         let mut st = self.room.lock();
         if self.room.is_closed() {

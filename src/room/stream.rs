@@ -39,6 +39,17 @@ pub const PATIENCE: Duration = Duration::from_secs(45);
 /// After this long without an answer, the log says what is awaited.
 const SAY_AFTER: Duration = Duration::from_secs(3);
 
+/// How often the log says it again, however many messages wait.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// An event submitted to the stream, not yet confirmed.
+#[derive(Debug)]
+pub struct Said {
+    /// The number in its id.
+    n: u64,
+    receipt: cluster::Receipt,
+}
+
 /// How long one try at publishing a departure waits.
 const LEAVE_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -57,6 +68,8 @@ pub struct Clustered {
     applied: Mutex<u64>,
     grew: Condvar,
     departures: Mutex<Option<mpsc::Sender<Departure>>>,
+    /// When the log last said what messages wait for.
+    last_report: Mutex<Option<Instant>>,
     /// Told once the leaver has said everything it was given.
     leaver_done: Mutex<Option<mpsc::Receiver<()>>>,
     /// The stream's events coming in, and the dead servers' names going out.
@@ -141,6 +154,7 @@ impl Clustered {
             applied: Mutex::new(room.head() - 1),
             grew: Condvar::new(),
             departures: Mutex::new(Some(departures.clone())),
+            last_report: Mutex::new(None),
             leaver_done: Mutex::new(Some(done_rx)),
             subscriptions: Mutex::new(Vec::new()),
         });
@@ -173,37 +187,75 @@ impl Clustered {
         &self.bridge
     }
 
-    /// Publishes `line`, said by member `from`, and waits until it is back
-    /// in the room's log: its position.
-    pub(super) fn say(&self, from: u64, line: &[u8]) -> Result<u64, Unavailable> {
-        self.say_as(from, line, self.new_id())
+    /// Publishes `line`, said by member `from`, without waiting: the
+    /// events a member submits are stored in that order, and
+    /// [`Clustered::settle`] waits for them.
+    pub(super) fn submit(&self, from: u64, line: &[u8]) -> Said {
+        self.submit_as(from, line, self.new_id())
     }
 
-    /// The same, with the id made for it.
-    fn say_as(&self, from: u64, line: &[u8], (n, id): (u64, String)) -> Result<u64, Unavailable> {
-        let deadline = Instant::now() + PATIENCE;
+    fn submit_as(&self, from: u64, line: &[u8], (n, id): (u64, String)) -> Said {
         lock(&self.origins).insert(n, from);
-        let seq = self.publish(line, &id, deadline).inspect_err(|_| {
-            lock(&self.origins).remove(&n);
+        Said { n, receipt: self.bridge.submit(line, &id, PATIENCE) }
+    }
+
+    /// Publishes an event and waits until it is back in the room's log: its
+    /// position.
+    fn say_now(&self, from: u64, line: &[u8], id: (u64, String)) -> Result<u64, Unavailable> {
+        let deadline = Instant::now() + PATIENCE;
+        let said = self.submit_as(from, line, id);
+        let seq = self.stored(&said, deadline).inspect_err(|_| {
+            lock(&self.origins).remove(&said.n);
         })?;
         self.wait_applied(seq, deadline)?;
         Ok(seq)
     }
 
-    /// A fresh id for an event published from here: its number, and itself.
-    fn new_id(&self) -> (u64, String) {
-        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
-        (n, format!("{}-{n}", self.bridge.server_id()))
+    /// Waits until every event of `said` is stored and back in the room's
+    /// log, saying in the log what it waits for once that takes long.
+    pub(super) fn settle(&self, said: impl IntoIterator<Item = Said>) -> Result<(), Unavailable> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = 0;
+        let mut said = said.into_iter();
+        while let Some(one) = said.next() {
+            match self.stored(&one, deadline) {
+                Ok(seq) => last = last.max(seq),
+                Err(e) => {
+                    // Whatever comes back of these now is nobody's.
+                    let mut origins = lock(&self.origins);
+                    for s in std::iter::once(one).chain(said) {
+                        origins.remove(&s.n);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.wait_applied(last, deadline)
     }
 
-    /// Publishes until stored or `deadline`, saying in the log what it waits
-    /// for once that takes long.
-    fn publish(&self, line: &[u8], id: &str, deadline: Instant) -> Result<u64, Unavailable> {
+    /// The position of an event submitted, once stored.
+    fn stored(&self, said: &Said, deadline: Instant) -> Result<u64, Unavailable> {
         let first = SAY_AFTER.min(deadline.saturating_duration_since(Instant::now()));
-        let error = match self.bridge.publish(line, id, first) {
+        match said.receipt.wait(first) {
+            Err(cluster::Error::Timeout(_)) => {}
             Ok(seq) => return Ok(seq),
-            Err(e) => e,
-        };
+            Err(e) => return Err(self.not_stored(&e)),
+        }
+        self.report_waiting();
+        let left = deadline.saturating_duration_since(Instant::now());
+        said.receipt.wait(left).map_err(|e| self.not_stored(&e))
+    }
+
+    /// Says in the log what a message waits for: once every
+    /// [`REPORT_EVERY`], however many wait.
+    fn report_waiting(&self) {
+        {
+            let mut last = lock(&self.last_report);
+            if last.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         let leader = match self.bridge.leader() {
             Ok(Some(leader)) => format!("the stream's leader is {leader}"),
             Ok(None) => "the stream has no leader yet (an election)".to_owned(),
@@ -212,25 +264,26 @@ impl Clustered {
         let status = self.bridge.status();
         let connection = if status.connected { "connected to NATS" } else { "NATS connection lost, reconnecting" };
         (self.report)(&format!(
-            "waiting for the room's stream to store an event ({error}); {connection}; {leader}; \
-             holding its PONG for up to {}s",
+            "waiting for the room's stream to store messages for {}s; {connection}; {leader}; \
+             holding their PONGs for up to {}s",
+            SAY_AFTER.as_secs(),
             PATIENCE.as_secs()
         ));
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.bridge.publish(line, id, left) {
-            Ok(seq) => {
-                (self.report)("the room's stream stores events again");
-                Ok(seq)
-            }
-            Err(e) => {
-                (self.report)(&format!("the room's stream did not store an event: {e}"));
-                Err(Unavailable(format!(
-                    "the room's stream (NATS) did not confirm it within {}s ({e}); \
-                     it may or may not be stored: reconnect, to this or another server, to find out",
-                    PATIENCE.as_secs()
-                )))
-            }
-        }
+    }
+
+    fn not_stored(&self, e: &cluster::Error) -> Unavailable {
+        (self.report)(&format!("the room's stream did not store a message: {e}"));
+        Unavailable(format!(
+            "the room's stream (NATS) did not confirm it within {}s ({e}); \
+             it may or may not be stored: reconnect, to this or another server, to find out",
+            PATIENCE.as_secs()
+        ))
+    }
+
+    /// A fresh id for an event published from here: its number, and itself.
+    fn new_id(&self) -> (u64, String) {
+        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
+        (n, format!("{}-{n}", self.bridge.server_id()))
     }
 
     /// Waits until the event at `seq` is in the room's log.
@@ -486,12 +539,12 @@ impl Room {
         st.readers.push(Arc::clone(&member));
         let mut past = st.head() - 1;
         drop(st);
-        let membership = Membership { room: Arc::clone(self), member: Arc::clone(&member) };
+        let membership = Membership::new(Arc::clone(self), Arc::clone(&member));
         if took_over.is_none() {
             let line = line_of(&ServerLine::Joined(member.name.to_string()));
             let id = clustered.new_id();
             let joined_id = id.1.clone();
-            match clustered.say_as(member.id, &line, id) {
+            match clustered.say_now(member.id, &line, id) {
                 Ok(seq) => {
                     // Everything before its `JOINED` comes in the replay.
                     member.cursor.fetch_max(seq + 1, Ordering::SeqCst);
