@@ -146,6 +146,7 @@ impl Clustered {
     pub(super) fn start(room: &Arc<Room>, bridge: Arc<Bridge>, report: Report) -> std::io::Result<Arc<Clustered>> {
         let (departures, queue) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
+        let tell = Arc::clone(&report);
         let clustered = Arc::new(Clustered {
             bridge,
             report,
@@ -170,6 +171,7 @@ impl Clustered {
         thread::Builder::new().name("dead servers".into()).spawn(move || {
             for freed in freed {
                 let name = ClaimValue::decode(&freed.holder).name;
+                tell(&format!("server {} stopped answering: {name} is gone (LEFT {name} lost)", freed.holder.server));
                 // The same from every server that might free this claim.
                 let id = format!("lost-{}-{}", freed.holder.server, freed.holder.revision);
                 if departures.send(Departure::Lost { name, id }).is_err() {
