@@ -31,6 +31,8 @@ pub struct Link {
     pub servers: kv::Store,
     /// How often the heartbeat is written and the names scanned.
     pub period: Duration,
+    /// How long after its last heartbeat a server is taken for dead.
+    pub dead_after: Duration,
     /// When this server's heartbeat was last written.
     pub last_beat: Mutex<Option<Instant>>,
     status: Arc<StatusCell>,
@@ -135,6 +137,7 @@ impl Link {
             names,
             servers,
             period: (options.dead_after / 6).max(Duration::from_millis(100)),
+            dead_after: options.dead_after,
             last_beat: Mutex::new(None),
             status,
         };

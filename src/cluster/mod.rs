@@ -352,6 +352,24 @@ impl Bridge {
         Subscription { task: task.abort_handle() }
     }
 
+    /// When this server's heartbeat was last written: once it is older than
+    /// [`Options::dead_after`], the other servers may take this one for
+    /// dead and free its members' names.
+    pub fn last_heartbeat(&self) -> Option<Instant> {
+        *self.link.last_beat.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long after its last heartbeat a server is taken for dead.
+    pub fn dead_after(&self) -> Duration {
+        self.link.dead_after
+    }
+
+    /// Whether this server's last heartbeat is older than
+    /// [`Bridge::dead_after`]: the others may take it for dead.
+    pub fn is_cut_off(&self) -> bool {
+        self.last_heartbeat().is_none_or(|beat| beat.elapsed() >= self.link.dead_after)
+    }
+
     /// The connection as last seen.
     pub fn status(&self) -> Status {
         self.status.get()

@@ -128,6 +128,8 @@ const PRESENT: u8 = 0;
 const LEFT: u8 = 1;
 const EXPELLED: u8 = 2;
 const REPLACED: u8 = 3;
+/// Sent away: this server lost the cluster (see `stream`).
+const UNAVAILABLE: u8 = 4;
 
 /// Why a join failed.
 #[derive(Debug)]
@@ -624,6 +626,12 @@ impl Membership {
     /// Whether the room expelled this member for falling behind.
     pub fn is_expelled(&self) -> bool {
         self.member.status.load(Ordering::SeqCst) == EXPELLED
+    }
+
+    /// Whether the room sent this member away because this server lost the
+    /// cluster it is part of.
+    pub fn is_unavailable(&self) -> bool {
+        self.member.status.load(Ordering::SeqCst) == UNAVAILABLE
     }
 
     /// Whether a newer connection took this membership over with its token.

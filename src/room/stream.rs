@@ -26,7 +26,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{line_of, JoinError, Joined, Member, Membership, Notify, Room, State, LEFT, PRESENT, REPLACED};
+use super::{
+    line_of, JoinError, Joined, Member, Membership, Notify, Room, State, LEFT, PRESENT, REPLACED, UNAVAILABLE,
+};
 use crate::cluster::{self, Bridge, Delivery, Freed, Holder};
 use crate::history::Event;
 use crate::name::Name;
@@ -179,6 +181,8 @@ impl Clustered {
                 }
             }
         })?;
+        let weak = Arc::downgrade(room);
+        thread::Builder::new().name("cluster watch".into()).spawn(move || watch_heartbeat(&weak))?;
         let from = room.head();
         let subscriptions = vec![clustered.bridge.subscribe(from, events_tx), clustered.bridge.watch_dead(freed_tx)];
         *lock(&clustered.subscriptions) = subscriptions;
@@ -430,6 +434,39 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Sends this server's members away once it has not written its heartbeat
+/// for `--dead-server-timeout`: the other servers may then take it for dead and record
+/// them as lost, and a member left here would talk into a silence, or
+/// worse, be heard while the room thinks it gone. They get `BYE
+/// unavailable` and resume on another server, or here once NATS is back.
+fn watch_heartbeat(room: &Weak<Room>) {
+    let mut cut_off = false;
+    loop {
+        thread::sleep(Duration::from_millis(500));
+        let Some(room) = room.upgrade() else { return };
+        let Some(clustered) = room.cluster.get() else { return };
+        let silent = clustered.bridge.last_heartbeat().map(|beat| beat.elapsed());
+        match silent {
+            Some(silent) if clustered.bridge.is_cut_off() => {
+                let sent = room.send_everyone_away(clustered);
+                if !cut_off || sent > 0 {
+                    (clustered.report)(&format!(
+                        "no heartbeat reached NATS for {}s: the other servers may take this one for dead; \
+                         {sent} members sent away (BYE unavailable), joins refused until NATS answers",
+                        silent.as_secs()
+                    ));
+                }
+                cut_off = true;
+            }
+            Some(_) if cut_off => {
+                (clustered.report)("NATS answers again: taking members");
+                cut_off = false;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Applies the stream's events to the room, in order, while the room lives.
 fn apply_all(room: &Weak<Room>, events: &mpsc::Receiver<Delivery>) {
     for delivery in events {
@@ -479,6 +516,24 @@ impl Room {
         }
     }
 
+    /// Sends every member of this server away ([`watch_heartbeat`]): how
+    /// many there were.
+    fn send_everyone_away(&self, clustered: &Clustered) -> usize {
+        let mut st = self.lock();
+        let head = st.head();
+        let members: Vec<Arc<Member>> = st.names.drain().map(|(_, member)| member).collect();
+        for member in &members {
+            if member.status.compare_exchange(PRESENT, UNAVAILABLE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                member.end.store(head, Ordering::SeqCst);
+                // Recorded once NATS answers, unless its client came back
+                // with its token first.
+                clustered.depart(member, LeaveReason::Lost, None);
+            }
+            member.connection.notify();
+        }
+        members.len()
+    }
+
     /// A member expelled here, in a room across servers.
     pub(super) fn expelled_in_cluster(&self, clustered: &Clustered, member: &Member) {
         clustered.depart(member, LeaveReason::Slow, None);
@@ -500,6 +555,10 @@ impl Room {
     ) -> Result<Joined, JoinError> {
         if self.is_closed() {
             return Err(JoinError::Closed);
+        }
+        if clustered.bridge.is_cut_off() {
+            let why = "this server has lost NATS, where the room is kept";
+            return Err(JoinError::Unavailable(Unavailable(why.into())));
         }
         let claimed = clustered.claim(name.key(), name.as_str(), token, &fresh_token);
         let took_over = match claimed.map_err(JoinError::Unavailable)? {

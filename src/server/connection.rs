@@ -128,6 +128,10 @@ impl Connection {
         if self.link.member().is_some_and(Membership::is_replaced) {
             return Some(End::Replaced);
         }
+        if self.link.member().is_some_and(Membership::is_unavailable) {
+            self.ctx.log.info(format_args!("{}: sent away: this server lost the cluster", self.peer));
+            return Some(End::Unavailable);
+        }
         if self.link.has_failed() {
             return Some(End::Failed(self.link.failure()));
         }
