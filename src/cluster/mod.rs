@@ -259,9 +259,9 @@ impl Bridge {
     }
 
     /// Publishes one event without waiting: events submitted one after the
-    /// other are stored in that order (unless one of them must be sent
-    /// again, after a lost acknowledgement), and [`Receipt::wait`] gives
-    /// each one's position as [`Bridge::publish`] would.
+    /// other are stored in that order, through outages too, and
+    /// [`Receipt::wait`] gives each one's position as [`Bridge::publish`]
+    /// would.
     pub fn submit(&self, line: &[u8], msg_id: &str, timeout: Duration) -> Receipt {
         let (answer, answered) = mpsc::sync_channel(1);
         let event = link::Submitted { line: line.to_vec(), id: msg_id.to_owned(), timeout, answer };
