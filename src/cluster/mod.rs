@@ -76,7 +76,7 @@ use tokio::sync::oneshot;
 
 use crate::history::Event;
 
-pub use names::{Claim, Freed, Holder};
+pub use names::{Change, Claim, Freed, Holder};
 
 use link::Link;
 
@@ -332,8 +332,9 @@ impl Bridge {
     }
 
     /// Moves a name held at `revision` (from [`Claim::Taken`]) to this
-    /// server, with `value`: `false` when it changed hands meanwhile.
-    pub fn take_over(&self, name_key: &str, revision: u64, value: &[u8]) -> Result<bool, Error> {
+    /// server, with `value`: the revision that says so, or `None` when it
+    /// changed hands meanwhile.
+    pub fn take_over(&self, name_key: &str, revision: u64, value: &[u8]) -> Result<Option<u64>, Error> {
         let (link, key, value) = (Arc::clone(&self.link), name_key.to_owned(), value.to_vec());
         self.ask(link::REQUEST_TIMEOUT, async move { names::take_over(&link, &key, revision, value).await })
     }
@@ -342,6 +343,14 @@ impl Bridge {
     pub fn names(&self) -> Result<Vec<(String, Holder)>, Error> {
         let link = Arc::clone(&self.link);
         self.ask(link::REQUEST_TIMEOUT, async move { names::all(&link).await })
+    }
+
+    /// Sends every change of a name's hands (claims, takeovers, releases,
+    /// on every server) to `sink`, from now on, until the returned
+    /// [`Subscription`] is dropped.
+    pub fn watch_names(&self, sink: mpsc::Sender<Change>) -> Subscription {
+        let task = self.runtime.spawn(names::watch_changes(Arc::clone(&self.link), sink));
+        Subscription { task: task.abort_handle() }
     }
 
     /// Frees the names of dead servers (see the module's documentation) and

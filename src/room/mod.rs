@@ -122,6 +122,9 @@ struct Member {
     connection: Arc<dyn Notify>,
     /// The secret that lets a later connection take this membership over.
     token: String,
+    /// In a room across servers: the names bucket's revision at which it
+    /// got its name; later changes of hands concern it.
+    claimed_at: u64,
 }
 
 const PRESENT: u8 = 0;
@@ -305,6 +308,7 @@ impl Room {
             connection,
             name,
             token: fresh_token.clone(),
+            claimed_at: 0,
         });
         if replaced.is_none() {
             let line = ServerLine::Joined(member.name.to_string());

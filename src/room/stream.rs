@@ -98,6 +98,16 @@ enum Departure {
     Lost { name: String, id: String },
 }
 
+/// A name won in the cluster.
+#[derive(Debug)]
+pub(super) struct Won {
+    /// The names bucket's revision that says so.
+    revision: u64,
+    /// When taken over with a token: the name as the room spells it, and
+    /// the server of the member it was taken from.
+    took_over: Option<(String, String)>,
+}
+
 /// Why the stream did not take an event.
 #[derive(Debug, Clone)]
 pub struct Unavailable(pub String);
@@ -183,8 +193,20 @@ impl Clustered {
         })?;
         let weak = Arc::downgrade(room);
         thread::Builder::new().name("cluster watch".into()).spawn(move || watch_heartbeat(&weak))?;
+        let (changes_tx, changes) = mpsc::channel();
+        let weak = Arc::downgrade(room);
+        thread::Builder::new().name("name changes".into()).spawn(move || {
+            for change in changes {
+                let Some(room) = weak.upgrade() else { return };
+                room.name_changed(&change);
+            }
+        })?;
         let from = room.head();
-        let subscriptions = vec![clustered.bridge.subscribe(from, events_tx), clustered.bridge.watch_dead(freed_tx)];
+        let subscriptions = vec![
+            clustered.bridge.subscribe(from, events_tx),
+            clustered.bridge.watch_dead(freed_tx),
+            clustered.bridge.watch_names(changes_tx),
+        ];
         *lock(&clustered.subscriptions) = subscriptions;
         Ok(clustered)
     }
@@ -327,19 +349,18 @@ impl Clustered {
     }
 
     /// Claims a name, or takes it over with the token of the member that
-    /// holds it. `Ok(None)`: claimed afresh; `Ok(Some((name, server)))`:
-    /// taken over, from the member of that server, as the room spells it.
+    /// holds it; `Err` with the name as its holder spells it when taken.
     pub(super) fn claim(
         &self,
         key: &str,
         name: &str,
         token: Option<&str>,
         fresh: &str,
-    ) -> Result<Result<Option<(String, String)>, String>, Unavailable> {
+    ) -> Result<Result<Won, String>, Unavailable> {
         let unavailable = |e: cluster::Error| Unavailable(format!("the cluster's names cannot be reached ({e})"));
         let value = ClaimValue { token: fresh.to_owned(), name: name.to_owned(), order: None };
         let holder = match self.bridge.claim(key, &value.encode()).map_err(unavailable)? {
-            cluster::Claim::Claimed => return Ok(Ok(None)),
+            cluster::Claim::Claimed(revision) => return Ok(Ok(Won { revision, took_over: None })),
             cluster::Claim::Taken(holder) => holder,
         };
         let held = ClaimValue::decode(&holder);
@@ -348,10 +369,9 @@ impl Clustered {
         }
         let order = Some(ClaimValue::order_of(&holder));
         let value = ClaimValue { token: fresh.to_owned(), name: held.name.clone(), order };
-        if self.bridge.take_over(key, holder.revision, &value.encode()).map_err(unavailable)? {
-            Ok(Ok(Some((held.name, holder.server))))
-        } else {
-            Ok(Err(held.name))
+        match self.bridge.take_over(key, holder.revision, &value.encode()).map_err(unavailable)? {
+            Some(revision) => Ok(Ok(Won { revision, took_over: Some((held.name, holder.server)) })),
+            None => Ok(Err(held.name)),
         }
     }
 
@@ -534,6 +554,31 @@ impl Room {
         members.len()
     }
 
+    /// A name changed hands in the cluster. When it was one of this server's
+    /// members' after it got it, that member's time is over: taken over with
+    /// its token on another server (`BYE replaced`, as on one server), or
+    /// freed as a dead server's while this one could not reach NATS (`BYE
+    /// unavailable`; the room has recorded it as lost).
+    fn name_changed(&self, change: &cluster::Change) {
+        let Some(clustered) = self.cluster.get() else { return };
+        let mut st = self.lock();
+        let Some(member) = st.names.get(&change.name_key).cloned() else { return };
+        if change.revision <= member.claimed_at {
+            return;
+        }
+        let (status, what) = match &change.holder {
+            Some(holder) => (REPLACED, format!("taken over with its token on server {}", holder.server)),
+            None => (UNAVAILABLE, "freed by another server, which took this one for dead".to_owned()),
+        };
+        if member.status.compare_exchange(PRESENT, status, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            member.end.store(st.head(), Ordering::SeqCst);
+            st.names.remove(&change.name_key);
+            member.connection.notify();
+            drop(st);
+            (clustered.report)(&format!("{}'s name was {what}", member.name));
+        }
+    }
+
     /// A member expelled here, in a room across servers.
     pub(super) fn expelled_in_cluster(&self, clustered: &Clustered, member: &Member) {
         clustered.depart(member, LeaveReason::Slow, None);
@@ -561,9 +606,9 @@ impl Room {
             return Err(JoinError::Unavailable(Unavailable(why.into())));
         }
         let claimed = clustered.claim(name.key(), name.as_str(), token, &fresh_token);
-        let took_over = match claimed.map_err(JoinError::Unavailable)? {
+        let Won { revision, took_over } = match claimed.map_err(JoinError::Unavailable)? {
             Err(holder) => return Err(JoinError::Taken(holder)),
-            Ok(took_over) => took_over,
+            Ok(won) => won,
         };
         // A takeover keeps the name as the room knows it.
         let name = match &took_over {
@@ -588,6 +633,7 @@ impl Room {
             connection,
             name,
             token: fresh_token.clone(),
+            claimed_at: revision,
         });
         // The member it takes over from, when on this server, stops here.
         let here = took_over.as_ref().is_some_and(|(_, server)| server == clustered.bridge.server_id());
