@@ -263,8 +263,13 @@ impl Server {
 
 /// Joins the room kept in NATS: the room, and the start-up line about it.
 fn open_cluster(cluster: &ClusterConfig, config: &Config, log: Log) -> anyhow::Result<(Arc<Room>, String)> {
+    anyhow::ensure!(
+        config.history.keep > 0,
+        "--history 0 cannot go with --cluster: the servers share the room's order through its history \
+         in NATS; give --history the number of events to keep (at least 1)"
+    );
     let options = crate::cluster::Options {
-        keep: config.history.keep.max(1),
+        keep: config.history.keep,
         replicas: cluster.replicas,
         dead_after: cluster.dead_after,
         ..crate::cluster::Options::default()
