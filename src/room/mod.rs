@@ -296,31 +296,14 @@ impl Room {
             }
             None => None,
         };
-        st.next_id += 1;
         // A takeover keeps the name as the room knows it, however it was typed.
         let name = replaced.as_ref().map_or(name, |old| old.name.clone());
-        let member = Arc::new(Member {
-            id: st.next_id,
-            cursor: AtomicU64::new(st.head()),
-            end: AtomicU64::new(u64::MAX),
-            status: AtomicU8::new(PRESENT),
-            blocked: AtomicBool::new(false),
-            connection,
-            name,
-            token: fresh_token.clone(),
-            claimed_at: 0,
-        });
+        let member = st.new_member(name, connection, fresh_token.clone(), 0);
         if replaced.is_none() {
             let line = ServerLine::Joined(member.name.to_string());
             self.append(&mut st, member.id, line_of(&line), false).map_err(JoinError::NotStored)?;
         }
-        if let Some(old) = &replaced {
-            old.end.store(st.head(), Ordering::SeqCst);
-            old.status.store(REPLACED, Ordering::SeqCst);
-            old.connection.notify();
-        }
-        st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
-        st.readers.push(Arc::clone(&member));
+        st.admit(&member, replaced.as_ref());
         let membership = Membership::new(Arc::clone(self), member);
         let epoch = self.history.epoch().to_owned();
         Ok(Joined { membership, epoch, past, token: fresh_token, missed, replay, took_over: replaced.is_some() })
@@ -428,6 +411,34 @@ fn same_secret(a: &str, b: &str) -> bool {
 impl State {
     fn head(&self) -> u64 {
         self.base + self.log.len() as u64
+    }
+
+    /// A member reading from the head on, not yet in the room.
+    fn new_member(&mut self, name: Name, connection: Arc<dyn Notify>, token: String, claimed_at: u64) -> Arc<Member> {
+        self.next_id += 1;
+        Arc::new(Member {
+            id: self.next_id,
+            cursor: AtomicU64::new(self.head()),
+            end: AtomicU64::new(u64::MAX),
+            status: AtomicU8::new(PRESENT),
+            blocked: AtomicBool::new(false),
+            connection,
+            name,
+            token,
+            claimed_at,
+        })
+    }
+
+    /// Puts a member in the room, in the place of `replaced`, which reads
+    /// nothing after this point and whose connection is told.
+    fn admit(&mut self, member: &Arc<Member>, replaced: Option<&Arc<Member>>) {
+        if let Some(old) = replaced {
+            old.end.store(self.head(), Ordering::SeqCst);
+            old.status.store(REPLACED, Ordering::SeqCst);
+            old.connection.notify();
+        }
+        self.names.insert(member.name.key().to_owned(), Arc::clone(member));
+        self.readers.push(Arc::clone(member));
     }
 
     fn names(&self) -> Vec<String> {

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread;
@@ -623,27 +623,11 @@ impl Room {
             }
             return Err(JoinError::Closed);
         }
-        st.next_id += 1;
-        let member = Arc::new(Member {
-            id: st.next_id,
-            cursor: AtomicU64::new(st.head()),
-            end: AtomicU64::new(u64::MAX),
-            status: AtomicU8::new(PRESENT),
-            blocked: AtomicBool::new(false),
-            connection,
-            name,
-            token: fresh_token.clone(),
-            claimed_at: revision,
-        });
+        let member = st.new_member(name, connection, fresh_token.clone(), revision);
         // The member it takes over from, when on this server, stops here.
         let here = took_over.as_ref().is_some_and(|(_, server)| server == clustered.bridge.server_id());
-        if let Some(old) = st.names.get(member.name.key()).filter(|_| here).cloned() {
-            old.end.store(st.head(), Ordering::SeqCst);
-            old.status.store(REPLACED, Ordering::SeqCst);
-            old.connection.notify();
-        }
-        st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
-        st.readers.push(Arc::clone(&member));
+        let replaced = st.names.get(member.name.key()).filter(|_| here).cloned();
+        st.admit(&member, replaced.as_ref());
         let mut past = st.head() - 1;
         drop(st);
         let membership = Membership::new(Arc::clone(self), Arc::clone(&member));
