@@ -301,6 +301,18 @@ pub fn join_all(server: &Server, roles: &[Role], payloads: Payloads) -> anyhow::
     Ok(load)
 }
 
+/// `join_all`; in the cluster's scenarios the time it took, from the first
+/// connection to every member's `PONG`, goes in the join column (each JOIN
+/// and its JOINED lines go through the stream there).
+fn join_timed(server: &Server, row: &mut Row, roles: &[Role]) -> anyhow::Result<Load> {
+    let start = Instant::now();
+    let load = join_all(server, roles, Payloads::Timed)?;
+    if row.scenario.group() == "cluster" {
+        row.join = Some(start.elapsed());
+    }
+    Ok(load)
+}
+
 /// Fills the delivery columns. A loss or a reordering makes the row a
 /// failure; deliveries still missing when the final barrier timed out only
 /// make it incomplete (the server was too slow, nothing is known lost).
@@ -334,7 +346,7 @@ fn fanout(
     publishers: usize,
     settings: &Settings,
 ) -> anyhow::Result<Load> {
-    let mut load = join_all(server, &roles(subscribers, 0, publishers), Payloads::Timed)?;
+    let mut load = join_timed(server, row, &roles(subscribers, 0, publishers))?;
     let clocks = Clocks::start(server);
     let start_ns = load.publish(Pace::Window(settings.window(subscribers) / publishers as u64), settings.run)?;
     let settled = load.settle(Instant::now() + settings.settle_limit)?;
@@ -350,7 +362,7 @@ fn latency(
     deliveries_per_s: u64,
     settings: &Settings,
 ) -> anyhow::Result<Load> {
-    let mut load = join_all(server, &roles(subscribers, 0, 1), Payloads::Timed)?;
+    let mut load = join_timed(server, row, &roles(subscribers, 0, 1))?;
     let clocks = Clocks::start(server);
     let rate = deliveries_per_s as f64 / subscribers as f64;
     let start_ns = load.publish(Pace::Rate(rate), settings.run)?;
@@ -466,7 +478,7 @@ const PUBLISH_WINDOW: u64 = 1024;
 /// PONG after them) a second, from the first sent to the last PONG. Every
 /// sender is a member and reads every message too, as a room's members do.
 fn publish(server: &Server, row: &mut Row, senders: usize, settings: &Settings) -> anyhow::Result<Load> {
-    let mut load = join_all(server, &roles(0, 0, senders), Payloads::Timed)?;
+    let mut load = join_timed(server, row, &roles(0, 0, senders))?;
     let clocks = Clocks::start(server);
     let (start_ns, settled) =
         load.publish_acked(PUBLISH_WINDOW, settings.run, Instant::now() + settings.run + settings.settle_limit)?;
