@@ -246,18 +246,10 @@ impl Server {
         let url = format!("nats://{}", nats.addr);
         let mut cluster = options.to_vec();
         cluster.extend(["--cluster", &url, "--room", "bench"]);
-        let first = Server::spawn(Kind::ChatdCluster, "chatd-cluster-a", &cluster, None, limit)?;
-        let second = Server::spawn(Kind::ChatdCluster, "chatd-cluster-b", &cluster, None, limit);
-        let mut first = first;
-        // Dropped in this order on an error: the chatd, then the NATS.
-        let second = match second {
-            Ok(second) => second,
-            Err(e) => {
-                drop(first);
-                drop(nats);
-                return Err(e);
-            }
-        };
+        // On an error, what started is killed in reverse order: a chatd,
+        // then the NATS.
+        let mut first = Server::spawn(Kind::ChatdCluster, "chatd-cluster-a", &cluster, None, limit)?;
+        let second = Server::spawn(Kind::ChatdCluster, "chatd-cluster-b", &cluster, None, limit)?;
         first.addrs = vec![first.addr, second.addr];
         first.companions = vec![second, nats];
         Ok(first)
