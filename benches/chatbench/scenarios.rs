@@ -158,6 +158,7 @@ impl Scenario {
     /// Bulk needs chat-send, which speaks chat only. chatd's variants (the
     /// store off, `--sync always`) show what the store costs where it costs
     /// most: fan-out to 100 members and more.
+    ///
     /// The cluster runs its own scenarios alone, beside one chatd (and in
     /// fan-out nats-server's pub/sub).
     pub fn applies_to(self, kind: Kind) -> bool {
