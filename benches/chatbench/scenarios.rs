@@ -489,8 +489,9 @@ fn publish(server: &Server, row: &mut Row, senders: usize, settings: &Settings) 
     if elapsed > 0.0 {
         row.rate = Some(acked as f64 / elapsed);
     }
+    let senders = if senders == 1 { "1 sender".to_owned() } else { format!("{senders} senders") };
     row.notes.push(format!(
-        "msgs/s: {acked} messages confirmed by PONG in {elapsed:.2} s, {senders} senders, {PUBLISH_WINDOW} in flight each"
+        "msgs/s: {acked} messages confirmed by PONG in {elapsed:.2} s, {senders}, {PUBLISH_WINDOW} in flight each"
     ));
     if !settled {
         row.incomplete = Some(format!(
