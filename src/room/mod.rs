@@ -537,7 +537,13 @@ impl Membership {
     pub fn confirm(&self) -> Result<(), Unavailable> {
         let Some(clustered) = self.room.cluster.get() else { return Ok(()) };
         let said = std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner));
-        clustered.settle(said)
+        clustered.settle(said, &|| self.is_gone())
+    }
+
+    /// Whether it is no longer in the room: left, expelled, replaced or sent
+    /// away.
+    fn is_gone(&self) -> bool {
+        self.member.status.load(Ordering::SeqCst) != PRESENT
     }
 
     pub fn name(&self) -> &Name {
@@ -580,7 +586,7 @@ impl Membership {
             if unconfirmed.len() >= MAX_UNCONFIRMED {
                 let said = std::mem::take(&mut *unconfirmed);
                 drop(unconfirmed);
-                clustered.settle(said).map_err(SayError::Unavailable)?;
+                clustered.settle(said, &|| self.is_gone()).map_err(SayError::Unavailable)?;
             }
             return Ok(());
         }

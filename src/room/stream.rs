@@ -41,6 +41,9 @@ pub const PATIENCE: Duration = Duration::from_secs(45);
 /// After this long without an answer, the log says what is awaited.
 const SAY_AFTER: Duration = Duration::from_secs(3);
 
+/// How often a wait for the stream looks whether to go on waiting.
+const GLANCE: Duration = Duration::from_millis(250);
+
 /// How often the log says it again, however many messages wait.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -51,6 +54,9 @@ pub struct Said {
     n: u64,
     receipt: cluster::Receipt,
 }
+
+/// How long a claim waits for a name whose member is leaving to be free.
+const LEAVING_PATIENCE: Duration = Duration::from_secs(3);
 
 /// How long one try at publishing a departure waits.
 const LEAVE_PATIENCE: Duration = Duration::from_secs(10);
@@ -146,6 +152,12 @@ impl ClaimValue {
         ClaimValue { token, name, order }
     }
 
+    /// Whether its member is leaving: its `LEFT` is being published, and the
+    /// name is free as soon as it is.
+    pub fn is_leaving(&self) -> bool {
+        self.token.is_empty()
+    }
+
     /// Where its member comes in the join order.
     pub fn order_of(holder: &Holder) -> u64 {
         ClaimValue::decode(holder).order.unwrap_or(holder.revision)
@@ -232,21 +244,27 @@ impl Clustered {
     fn say_now(&self, from: u64, line: &[u8], id: (u64, String)) -> Result<u64, Unavailable> {
         let deadline = Instant::now() + PATIENCE;
         let said = self.submit_as(from, line, id);
-        let seq = self.stored(&said, deadline).inspect_err(|_| {
+        let cut_off = || self.bridge.is_cut_off();
+        let seq = self.stored(&said, deadline, &cut_off).inspect_err(|_| {
             lock(&self.origins).remove(&said.n);
         })?;
-        self.wait_applied(seq, deadline)?;
+        self.wait_applied(seq, deadline, &cut_off)?;
         Ok(seq)
     }
 
     /// Waits until every event of `said` is stored and back in the room's
-    /// log, saying in the log what it waits for once that takes long.
-    pub(super) fn settle(&self, said: impl IntoIterator<Item = Said>) -> Result<(), Unavailable> {
+    /// log, saying in the log what it waits for once that takes long;
+    /// gives up as soon as `gone` (the member was sent away meanwhile).
+    pub(super) fn settle(
+        &self,
+        said: impl IntoIterator<Item = Said>,
+        gone: &dyn Fn() -> bool,
+    ) -> Result<(), Unavailable> {
         let deadline = Instant::now() + PATIENCE;
         let mut last = 0;
         let mut said = said.into_iter();
         while let Some(one) = said.next() {
-            match self.stored(&one, deadline) {
+            match self.stored(&one, deadline, gone) {
                 Ok(seq) => last = last.max(seq),
                 Err(e) => {
                     // Whatever comes back of these now is nobody's.
@@ -258,20 +276,28 @@ impl Clustered {
                 }
             }
         }
-        self.wait_applied(last, deadline)
+        self.wait_applied(last, deadline, gone)
     }
 
     /// The position of an event submitted, once stored.
-    fn stored(&self, said: &Said, deadline: Instant) -> Result<u64, Unavailable> {
-        let first = SAY_AFTER.min(deadline.saturating_duration_since(Instant::now()));
-        match said.receipt.wait(first) {
-            Err(cluster::Error::Timeout(_)) => {}
-            Ok(seq) => return Ok(seq),
-            Err(e) => return Err(self.not_stored(&e)),
+    fn stored(&self, said: &Said, deadline: Instant, gone: &dyn Fn() -> bool) -> Result<u64, Unavailable> {
+        let started = Instant::now();
+        let mut reported = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match said.receipt.wait(left.min(GLANCE)) {
+                Ok(seq) => return Ok(seq),
+                Err(cluster::Error::Timeout(_)) if !left.is_zero() => {}
+                Err(e) => return Err(self.not_stored(&e)),
+            }
+            if gone() {
+                return Err(sent_away());
+            }
+            if !reported && started.elapsed() >= SAY_AFTER {
+                self.report_waiting();
+                reported = true;
+            }
         }
-        self.report_waiting();
-        let left = deadline.saturating_duration_since(Instant::now());
-        said.receipt.wait(left).map_err(|e| self.not_stored(&e))
     }
 
     /// Says in the log what a message waits for: once every
@@ -315,7 +341,7 @@ impl Clustered {
     }
 
     /// Waits until the event at `seq` is in the room's log.
-    fn wait_applied(&self, seq: u64, deadline: Instant) -> Result<(), Unavailable> {
+    fn wait_applied(&self, seq: u64, deadline: Instant, gone: &dyn Fn() -> bool) -> Result<(), Unavailable> {
         let mut applied = lock(&self.applied);
         while *applied < seq {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -325,7 +351,10 @@ impl Clustered {
                     PATIENCE.as_secs()
                 )));
             };
-            applied = self.grew.wait_timeout(applied, left).unwrap_or_else(PoisonError::into_inner).0;
+            if gone() {
+                return Err(sent_away());
+            }
+            applied = self.grew.wait_timeout(applied, left.min(GLANCE)).unwrap_or_else(PoisonError::into_inner).0;
         }
         Ok(())
     }
@@ -359,11 +388,19 @@ impl Clustered {
     ) -> Result<Result<Won, String>, Unavailable> {
         let unavailable = |e: cluster::Error| Unavailable(format!("the cluster's names cannot be reached ({e})"));
         let value = ClaimValue { token: fresh.to_owned(), name: name.to_owned(), order: None };
-        let holder = match self.bridge.claim(key, &value.encode()).map_err(unavailable)? {
-            cluster::Claim::Claimed(revision) => return Ok(Ok(Won { revision, took_over: None })),
-            cluster::Claim::Taken(holder) => holder,
+        let deadline = Instant::now() + LEAVING_PATIENCE;
+        let (holder, held) = loop {
+            let holder = match self.bridge.claim(key, &value.encode()).map_err(unavailable)? {
+                cluster::Claim::Claimed(revision) => return Ok(Ok(Won { revision, took_over: None })),
+                cluster::Claim::Taken(holder) => holder,
+            };
+            let held = ClaimValue::decode(&holder);
+            // Its `LEFT` may be out already: the name is about to be free.
+            if !held.is_leaving() || Instant::now() >= deadline {
+                break (holder, held);
+            }
+            thread::sleep(Duration::from_millis(20));
         };
-        let held = ClaimValue::decode(&holder);
         if !token.is_some_and(|token| super::same_secret(&held.token, token)) {
             return Ok(Err(held.name));
         }
@@ -381,7 +418,18 @@ impl Clustered {
         if !self.bridge.status().connected {
             return None;
         }
-        let mut held = self.bridge.names().ok()?;
+        // A listing can fail under load (nats-server 2.9): tried again
+        // before falling back on this server's members alone.
+        let mut listed = self.bridge.names();
+        for _ in 0..2 {
+            if listed.is_ok() {
+                break;
+            }
+            listed = self.bridge.names();
+        }
+        let mut held =
+            listed.inspect_err(|e| (self.report)(&format!("NAMES lists this server's members only: {e}"))).ok()?;
+        held.retain(|(_, holder)| !ClaimValue::decode(holder).is_leaving());
         held.sort_by_key(|(_, holder)| ClaimValue::order_of(holder));
         Some(held.iter().map(|(_, holder)| ClaimValue::decode(holder).name).collect())
     }
@@ -420,14 +468,19 @@ impl Clustered {
                 self.bridge.publish(&line, id, deadline()).map(drop)
             }
             Departure::Member { key, name, token, reason, joined } => {
-                let revision = match self.bridge.holder(key)? {
-                    Some(holder)
-                        if holder.server == self.bridge.server_id() && ClaimValue::decode(&holder).token == *token =>
-                    {
-                        holder.revision
-                    }
-                    // Someone else's now: not ours to say it left.
-                    _ => return Ok(()),
+                let Some(holder) = self.bridge.holder(key)? else { return Ok(()) };
+                let held = ClaimValue::decode(&holder);
+                // Still the member's, or marked leaving by an earlier try;
+                // else someone else's now: not ours to say it left.
+                if holder.server != self.bridge.server_id() || !(held.token == *token || held.is_leaving()) {
+                    return Ok(());
+                }
+                // Marked leaving first: a claim that finds it so waits until
+                // it is free, so nobody is told the name is taken after they
+                // saw its `LEFT`.
+                let leaving = ClaimValue { token: String::new(), order: Some(ClaimValue::order_of(&holder)), ..held };
+                let Some(revision) = self.bridge.take_over(key, holder.revision, &leaving.encode())? else {
+                    return Ok(());
                 };
                 if let Some((line, joined_id)) = joined {
                     self.bridge.publish(line, joined_id, deadline())?;
@@ -448,6 +501,11 @@ impl Clustered {
         let Some(done) = lock(&self.leaver_done).take() else { return true };
         done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
     }
+}
+
+/// Why a wait for the stream ended early.
+fn sent_away() -> Unavailable {
+    Unavailable("this server lost NATS and sent the member away; reconnect, to another server or later".into())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -422,6 +422,7 @@ impl Session {
                 Ok(()) => {}
                 Err(SayError::Closed) => return Some(End::Shutdown),
                 Err(SayError::Gone) if member.is_replaced() => return Some(End::Replaced),
+                Err(SayError::Gone) if member.is_unavailable() => return Some(End::Unavailable),
                 Err(SayError::Gone) => return Some(End::Slow),
                 Err(SayError::Unavailable(e)) => return Some(self.unconfirmed(&e)),
                 Err(SayError::NotStored(e)) => {
