@@ -117,7 +117,7 @@ pub struct ChatdArgs {
     pub cluster: Vec<String>,
 
     /// With --cluster: which room of that NATS to serve (letters, digits, '-' and '_').
-    #[arg(long, value_name = "NAME", default_value = "lobby", requires = "cluster")]
+    #[arg(long, value_name = "NAME", default_value = "lobby", requires = "cluster", value_parser = parse_room)]
     pub room: String,
 
     /// With --cluster: on how many NATS nodes the room is kept (1, or 3 on a cluster of three
@@ -396,6 +396,12 @@ pub fn parse_count(text: &str) -> Result<usize, String> {
 /// A duration longer than zero.
 pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).and_then(|d| if d.is_zero() { Err("must be longer than 0s".into()) } else { Ok(d) })
+}
+
+/// A room's name, which NATS subjects and stream names must take.
+fn parse_room(text: &str) -> Result<String, String> {
+    crate::cluster::check_room(text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
 }
 
 /// The dead-server timeout: a server's heartbeat is written six times in

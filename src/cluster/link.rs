@@ -359,6 +359,8 @@ struct Cursor {
     backoff: Duration,
     /// Since when nothing came.
     idle_since: Instant,
+    /// How many times in a row a consumer skipped the position wanted.
+    skips: u32,
 }
 
 /// How long a cursor waits for an event the stream has before it makes
@@ -373,6 +375,7 @@ impl Cursor {
             messages: None,
             backoff: Duration::from_millis(100),
             idle_since: Instant::now(),
+            skips: 0,
         }
     }
 
@@ -408,6 +411,19 @@ impl Cursor {
                     if seq < self.next {
                         continue;
                     }
+                    // A consumer that skips a position the stream still
+                    // keeps (seen once on nats-server 2.9 under load) is
+                    // made again from it, a few times, before the gap is
+                    // taken for real.
+                    if seq > self.next && self.skips < 3 {
+                        let kept = tokio::time::timeout(REQUEST_TIMEOUT, self.link.kept()).await;
+                        if kept.is_ok_and(|kept| kept.is_ok_and(|kept| kept.first <= self.next)) {
+                            self.skips += 1;
+                            self.messages = None;
+                            continue;
+                        }
+                    }
+                    self.skips = 0;
                     self.next = seq + 1;
                     self.idle_since = Instant::now();
                     self.backoff = Duration::from_millis(100);

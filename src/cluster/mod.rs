@@ -78,6 +78,7 @@ use crate::history::Event;
 
 pub use names::{Change, Claim, Freed, Holder};
 
+pub use link::check_room;
 use link::Link;
 
 /// How the bridge sets up the room in JetStream. The server that makes the
