@@ -33,6 +33,8 @@ says so; damage anywhere else stops start-up with an error naming the file. When
 the disk is full, new messages are refused with ERR UNAVAILABLE and taken again \
 once there is room; members can always leave.
 
+With --cluster, the room is kept in NATS JetStream instead, and every chatd on the same NATS and --room serves it: one order and one history for all, names unique across servers, and a chatd that dies takes none of the room with it (see MORE THAN ONE SERVER).
+
 The first line on standard output is `listening on ADDRESS:PORT`, with the port \
 really bound (useful with --bind 127.0.0.1:0); the lines after it say how another \
 computer reaches this one, and the last one where the history is and how much of it \
@@ -103,6 +105,27 @@ pub struct ChatdArgs {
     #[arg(long, value_name = "WHEN", value_enum, default_value = "every-second")]
     pub sync: SyncPolicy,
 
+    /// Serve a room kept in NATS JetStream, with every chatd started with the same NATS and
+    /// --room: one order, one history, names unique across servers. A comma-separated list of
+    /// nats:// URLs of one NATS server or the nodes of a cluster; --data-dir is then unused.
+    #[arg(long, value_name = "URL[,URL...]", env = "CHATD_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+
+    /// With --cluster: which room of that NATS to serve (letters, digits, '-' and '_').
+    #[arg(long, value_name = "NAME", default_value = "lobby", requires = "cluster")]
+    pub room: String,
+
+    /// With --cluster: on how many NATS nodes the room is kept (1, or 3 on a cluster of three
+    /// or more). The first chatd to make the room decides.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_count, requires = "cluster")]
+    pub replicas: usize,
+
+    /// With --cluster: a chatd that stopped without a word (kill -9, a power cut) is taken for
+    /// dead this long after its last sign of life; the others then record its members as
+    /// LEFT <name> lost and free their names. The first chatd to make the room decides.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_dead_server_timeout, requires = "cluster")]
+    pub dead_server_timeout: Duration,
+
     /// Log every connection and every ERR sent, too (to standard error).
     #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -136,6 +159,12 @@ impl ChatdArgs {
                 _ => Verbosity::Normal,
             },
             history: crate::history::Config { dir, keep: self.history, sync: self.sync },
+            cluster: (!self.cluster.is_empty()).then(|| crate::server::ClusterConfig {
+                urls: self.cluster.clone(),
+                room: self.room.clone(),
+                replicas: self.replicas,
+                dead_after: self.dead_server_timeout,
+            }),
         })
     }
 }
@@ -361,6 +390,16 @@ pub fn parse_count(text: &str) -> Result<usize, String> {
 /// A duration longer than zero.
 pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).and_then(|d| if d.is_zero() { Err("must be longer than 0s".into()) } else { Ok(d) })
+}
+
+/// The dead-server timeout: a server's heartbeat is written six times in
+/// it, at most every 0.1 s.
+fn parse_dead_server_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout < Duration::from_secs(1) {
+        return Err(format!("{text} is too short: at least 1s"));
+    }
+    Ok(timeout)
 }
 
 /// The dead-peer timeout: TCP keepalive needs a second for each of its

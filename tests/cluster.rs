@@ -39,7 +39,7 @@ fn take_events_within(deliveries: &mpsc::Receiver<Delivery>, n: usize, patience:
     let mut events: Vec<Event> = Vec::new();
     while events.len() < n {
         match deliveries.recv_timeout(patience) {
-            Ok(Delivery::Event(event)) => {
+            Ok(Delivery::Event { event, .. }) => {
                 if let Some(last) = events.last() {
                     assert_eq!(event.seq, last.seq + 1, "a gap or a repeat after {}", last.seq);
                 }

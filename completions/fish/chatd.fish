@@ -11,6 +11,10 @@ complete -c chatd -l data-dir -d 'Where the room\'s history is kept [default: $X
 complete -c chatd -l history -d 'How many of the room\'s latest events are kept, across restarts, for clients that join with LAST or resume with SINCE; older ones go. 0 keeps none and uses no store' -r
 complete -c chatd -l sync -d 'When the history reaches the disk: every-second (a power cut loses at most about a second; kill -9 of chatd loses nothing acknowledged), or always (before any event is sent or acknowledged, in batches)' -r -f -a "every-second\t'Flushed at least every second: a power cut loses at most about a second, `kill -9` nothing that was acknowledged'
 always\t'Flushed before every event is sent or acknowledged (in batches)'"
+complete -c chatd -l cluster -d 'Serve a room kept in NATS JetStream, with every chatd started with the same NATS and --room: one order, one history, names unique across servers. A comma-separated list of nats:// URLs of one NATS server or the nodes of a cluster; --data-dir is then unused' -r
+complete -c chatd -l room -d 'With --cluster: which room of that NATS to serve (letters, digits, \'-\' and \'_\')' -r
+complete -c chatd -l replicas -d 'With --cluster: on how many NATS nodes the room is kept (1, or 3 on a cluster of three or more). The first chatd to make the room decides' -r
+complete -c chatd -l dead-server-timeout -d 'With --cluster: a chatd that stopped without a word (kill -9, a power cut) is taken for dead this long after its last sign of life; the others then record its members as LEFT <name> lost and free their names. The first chatd to make the room decides' -r
 complete -c chatd -s v -l verbose -d 'Log every connection and every ERR sent, too (to standard error)'
 complete -c chatd -s q -l quiet -d 'Log errors only'
 complete -c chatd -s h -l help -d 'Print help (see more with \'--help\')'

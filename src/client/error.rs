@@ -137,6 +137,7 @@ impl fmt::Display for ClientError {
                     ByeReason::Full => "the server is full",
                     ByeReason::Exit => "the server said goodbye",
                     ByeReason::Replaced => "another connection took over this membership with its token",
+                    ByeReason::Unavailable => "the server lost the room's cluster (NATS)",
                 };
                 write!(f, "{server}: {why}")
             }

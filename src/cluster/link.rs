@@ -108,6 +108,12 @@ impl Link {
             ..Default::default()
         };
         let made = retry(&list, "the room's stream", deadline, || js.get_or_create_stream(config.clone())).await?;
+        // `--history` decides how much the stream keeps, whoever made it.
+        let found = &made.cached_info().config;
+        if found.max_messages != config.max_messages {
+            let resized = stream::Config { max_messages: config.max_messages, ..found.clone() };
+            retry(&list, "the room's stream's size", deadline, || js.update_stream(resized.clone())).await?;
+        }
         // Positions are `<epoch>:<seq>`: a stream deleted and made again
         // starts another history, with another epoch.
         let epoch = format!("js{}", made.cached_info().created.unix_timestamp_nanos());
@@ -226,11 +232,11 @@ pub async fn follow(link: Arc<Link>, from: u64, sink: mpsc::Sender<Delivery>) {
     let mut cursor = Cursor::new(link, from);
     loop {
         let expected = cursor.next;
-        let event = cursor.next_event().await;
+        let (event, id) = cursor.next_event().await;
         if event.seq > expected && sink.send(Delivery::Missed { from: expected, to: event.seq - 1 }).is_err() {
             return;
         }
-        if sink.send(Delivery::Event(event)).is_err() {
+        if sink.send(Delivery::Event { event, id }).is_err() {
             return;
         }
     }
@@ -242,7 +248,7 @@ pub async fn replay(link: Arc<Link>, from: u64, to: u64, chunks: tokio::sync::mp
     let mut cursor = Cursor::new(link, from);
     let mut chunk = Vec::with_capacity(CHUNK);
     while cursor.next <= to {
-        let Ok(event) = tokio::time::timeout(READ_PATIENCE, cursor.next_event()).await else {
+        let Ok((event, _)) = tokio::time::timeout(READ_PATIENCE, cursor.next_event()).await else {
             let what = format!("event {} of the room's stream ({}s)", cursor.next, READ_PATIENCE.as_secs());
             let _ = chunks.send(Err(Error::Timeout(what))).await;
             return;
@@ -298,8 +304,9 @@ impl Cursor {
         }
     }
 
-    /// The next event kept at or after `next`; waits as long as it takes.
-    async fn next_event(&mut self) -> Event {
+    /// The next event kept at or after `next`, and the id it was published
+    /// with; waits as long as it takes.
+    async fn next_event(&mut self) -> (Event, Option<String>) {
         loop {
             let losses = self.link.status.get().losses;
             if self.messages.as_ref().is_some_and(|(_, made)| *made != losses) {
@@ -333,7 +340,10 @@ impl Cursor {
                     self.idle_since = Instant::now();
                     self.backoff = Duration::from_millis(100);
                     let time_ms = ms_of(info.published.unix_timestamp_nanos());
-                    return Event { seq, time_ms, line: message.payload.to_vec() };
+                    let id =
+                        message.headers.as_ref().and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID));
+                    let event = Event { seq, time_ms, line: message.payload.to_vec() };
+                    return (event, id.map(|id| id.as_str().to_owned()));
                 }
                 Ok(_) => {
                     self.messages = None;

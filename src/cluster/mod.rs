@@ -148,13 +148,11 @@ pub struct Status {
 /// What a subscription delivers, in the stream's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    Event(Event),
+    /// An event, and the `msg_id` it was published with.
+    Event { event: Event, id: Option<String> },
     /// These positions are no longer kept (older than the stream's first):
     /// they were dropped before they could be delivered.
-    Missed {
-        from: u64,
-        to: u64,
-    },
+    Missed { from: u64, to: u64 },
 }
 
 /// What the stream keeps.
@@ -304,10 +302,30 @@ impl Bridge {
         self.ask(link::REQUEST_TIMEOUT, async move { names::release(&link, &key).await })
     }
 
+    /// Frees a name if it is still held at `revision` (from
+    /// [`Bridge::holder`]): `false` when it changed hands meanwhile.
+    pub fn release_at(&self, name_key: &str, revision: u64) -> Result<bool, Error> {
+        let (link, key) = (Arc::clone(&self.link), name_key.to_owned());
+        self.ask(link::REQUEST_TIMEOUT, async move { names::release_at(&link, &key, revision).await })
+    }
+
     /// Who holds a name now, if anyone.
     pub fn holder(&self, name_key: &str) -> Result<Option<Holder>, Error> {
         let (link, key) = (Arc::clone(&self.link), name_key.to_owned());
-        self.ask(link::REQUEST_TIMEOUT, async move { names::holder(&link, &key).await.map(|h| h.map(|(h, _)| h)) })
+        self.ask(link::REQUEST_TIMEOUT, async move { names::holder(&link, &key).await })
+    }
+
+    /// Moves a name held at `revision` (from [`Claim::Taken`]) to this
+    /// server, with `value`: `false` when it changed hands meanwhile.
+    pub fn take_over(&self, name_key: &str, revision: u64, value: &[u8]) -> Result<bool, Error> {
+        let (link, key, value) = (Arc::clone(&self.link), name_key.to_owned(), value.to_vec());
+        self.ask(link::REQUEST_TIMEOUT, async move { names::take_over(&link, &key, revision, value).await })
+    }
+
+    /// Every name held on every server, with its holder, in no order.
+    pub fn names(&self) -> Result<Vec<(String, Holder)>, Error> {
+        let link = Arc::clone(&self.link);
+        self.ask(link::REQUEST_TIMEOUT, async move { names::all(&link).await })
     }
 
     /// Frees the names of dead servers (see the module's documentation) and

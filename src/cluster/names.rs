@@ -19,6 +19,8 @@ pub struct Holder {
     pub server: String,
     /// What that server stored with it.
     pub value: Vec<u8>,
+    /// The bucket's revision of this claim: later claims have higher ones.
+    pub revision: u64,
 }
 
 /// The answer to a claim.
@@ -60,11 +62,12 @@ fn stored(server: &str, value: &[u8]) -> Vec<u8> {
     stored
 }
 
-fn holder_of(stored: &[u8]) -> Holder {
+fn holder_of(stored: &[u8], revision: u64) -> Holder {
     let split = stored.iter().position(|&b| b == b'\n').unwrap_or(stored.len());
     Holder {
         server: String::from_utf8_lossy(&stored[..split]).into_owned(),
         value: stored.get(split + 1..).unwrap_or_default().to_vec(),
+        revision,
     }
 }
 
@@ -78,18 +81,18 @@ pub async fn claim(link: &Link, name_key: &str, value: Vec<u8>) -> Result<Claim,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::Failed(format!("cannot claim the name: {e}"))),
         }
-        if let Some((holder, _)) = holder(link, name_key).await? {
+        if let Some(holder) = holder(link, name_key).await? {
             return Ok(Claim::Taken(holder));
         }
     }
     Err(Error::Failed("cannot claim the name: it keeps changing hands".into()))
 }
 
-/// Who holds the name, and the revision that says so.
-pub async fn holder(link: &Link, name_key: &str) -> Result<Option<(Holder, u64)>, Error> {
+/// Who holds the name.
+pub async fn holder(link: &Link, name_key: &str) -> Result<Option<Holder>, Error> {
     let key = key_of(name_key)?;
     match link.names.entry(&key).await {
-        Ok(Some(entry)) if entry.operation == kv::Operation::Put => Ok(Some((holder_of(&entry.value), entry.revision))),
+        Ok(Some(entry)) if entry.operation == kv::Operation::Put => Ok(Some(holder_of(&entry.value, entry.revision))),
         Ok(_) => Ok(None),
         Err(e) => Err(Error::Failed(format!("cannot read who holds the name: {e}"))),
     }
@@ -97,9 +100,9 @@ pub async fn holder(link: &Link, name_key: &str) -> Result<Option<(Holder, u64)>
 
 pub async fn release(link: &Link, name_key: &str) -> Result<bool, Error> {
     match holder(link, name_key).await? {
-        Some((holder, revision)) if holder.server == link.server_id => {
+        Some(holder) if holder.server == link.server_id => {
             let key = key_of(name_key)?;
-            match link.names.delete_expect_revision(&key, Some(revision)).await {
+            match link.names.delete_expect_revision(&key, Some(holder.revision)).await {
                 Ok(()) => Ok(true),
                 // Changed meanwhile: no longer ours.
                 Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(false),
@@ -108,6 +111,47 @@ pub async fn release(link: &Link, name_key: &str) -> Result<bool, Error> {
         }
         _ => Ok(false),
     }
+}
+
+/// Frees a name if it is still held at `revision`: `false` when it
+/// changed hands meanwhile.
+pub async fn release_at(link: &Link, name_key: &str, revision: u64) -> Result<bool, Error> {
+    let key = key_of(name_key)?;
+    match link.names.delete_expect_revision(&key, Some(revision)).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(false),
+        Err(e) => Err(Error::Failed(format!("cannot release the name: {e}"))),
+    }
+}
+
+/// Moves a name held at `revision` to this server, with `value`: `false`
+/// when it changed hands meanwhile.
+pub async fn take_over(link: &Link, name_key: &str, revision: u64, value: Vec<u8>) -> Result<bool, Error> {
+    let key = key_of(name_key)?;
+    match link.names.update(&key, stored(&link.server_id, &value).into(), revision).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+        Err(e) => Err(Error::Failed(format!("cannot take the name over: {e}"))),
+    }
+}
+
+/// Every name held, with its holder, on every server.
+pub async fn all(link: &Link) -> Result<Vec<(String, Holder)>, Error> {
+    let failed = |e: &dyn std::fmt::Display| Error::Failed(format!("cannot list the names: {e}"));
+    let mut keys = link.names.keys().await.map_err(|e| failed(&e))?;
+    let mut held = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| failed(&e))?;
+        let Some(name_key) = name_of(&key) else { continue };
+        match link.names.entry(&key).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                held.push((name_key, holder_of(&entry.value, entry.revision)));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(failed(&e)),
+        }
+    }
+    Ok(held)
 }
 
 /// Scans the names every heartbeat period and frees those of dead servers.
@@ -128,17 +172,11 @@ pub async fn watch_dead(link: Arc<Link>, sink: mpsc::Sender<Freed>) {
 
 /// One scan; `Err` once the sink is gone.
 async fn sweep(link: &Link, suspects: &mut HashMap<String, Instant>, sink: &mpsc::Sender<Freed>) -> Result<(), ()> {
-    let Ok(mut keys) = link.names.keys().await else { return Ok(()) };
-    let mut held: HashMap<String, Vec<(String, Holder, u64)>> = HashMap::new();
-    while let Some(Ok(key)) = keys.next().await {
-        let Some(name_key) = name_of(&key) else { continue };
-        if let Ok(Some(entry)) = link.names.entry(&key).await {
-            if entry.operation == kv::Operation::Put {
-                let holder = holder_of(&entry.value);
-                if holder.server != link.server_id {
-                    held.entry(holder.server.clone()).or_default().push((name_key, holder, entry.revision));
-                }
-            }
+    let Ok(names) = all(link).await else { return Ok(()) };
+    let mut held: HashMap<String, Vec<(String, Holder)>> = HashMap::new();
+    for (name_key, holder) in names {
+        if holder.server != link.server_id {
+            held.entry(holder.server.clone()).or_default().push((name_key, holder));
         }
     }
     let now = Instant::now();
@@ -156,10 +194,10 @@ async fn sweep(link: &Link, suspects: &mut HashMap<String, Instant>, sink: &mpsc
         if !dead {
             continue;
         }
-        for (name_key, holder, revision) in names {
+        for (name_key, holder) in names {
             let Ok(key) = key_of(&name_key) else { continue };
             // Only one of the servers sweeping at once deletes it.
-            if link.names.delete_expect_revision(&key, Some(revision)).await.is_ok() {
+            if link.names.delete_expect_revision(&key, Some(holder.revision)).await.is_ok() {
                 sink.send(Freed { name_key, holder }).map_err(|_| ())?;
             }
         }
@@ -184,8 +222,8 @@ mod tests {
 
     #[test]
     fn holders_are_stored_with_their_server() {
-        let holder = holder_of(&stored("srv1", b"token\nmore"));
-        assert_eq!(holder, Holder { server: "srv1".into(), value: b"token\nmore".to_vec() });
-        assert_eq!(holder_of(b"srv2"), Holder { server: "srv2".into(), value: Vec::new() });
+        let holder = holder_of(&stored("srv1", b"token\nmore"), 7);
+        assert_eq!(holder, Holder { server: "srv1".into(), value: b"token\nmore".to_vec(), revision: 7 });
+        assert_eq!(holder_of(b"srv2", 1), Holder { server: "srv2".into(), value: Vec::new(), revision: 1 });
     }
 }

@@ -9,6 +9,9 @@
 //!   `store::Store`.
 
 mod disk;
+mod stream;
+
+pub use stream::Stream;
 
 use std::fmt;
 use std::io;

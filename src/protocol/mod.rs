@@ -201,6 +201,7 @@ wire_words! {
         Timeout => "timeout",
         Full => "full",
         Replaced => "replaced",
+        Unavailable => "unavailable",
     }
 }
 

@@ -44,6 +44,9 @@ enum End {
     Shutdown,
     /// A newer connection took the membership over with its token.
     Replaced,
+    /// The cluster's stream did not confirm a message: the client must
+    /// reconnect to learn whether it was taken.
+    Unavailable,
 }
 
 pub(crate) struct Connection {
@@ -223,6 +226,7 @@ impl Connection {
             End::Failed(e) if e.kind() == io::ErrorKind::TimedOut => Some(LeaveReason::Timeout),
             End::Failed(_) => Some(LeaveReason::Lost),
             End::Slow => Some(LeaveReason::Slow),
+            End::Unavailable => Some(LeaveReason::Lost),
             End::JoinTimeout | End::Shutdown | End::Replaced => None,
         };
         let link = &self.link;
@@ -249,6 +253,7 @@ impl Connection {
                 Some((ByeReason::Replaced, LINGER))
             }
             End::Shutdown => Some((ByeReason::Shutdown, self.ctx.config.shutdown_timeout)),
+            End::Unavailable => Some((ByeReason::Unavailable, LINGER)),
             End::JoinTimeout => {
                 let refusal = Refusal::new(ErrorCode::Timeout, "no JOIN in time; connect again and type JOIN <name>");
                 link.reply(0, &ServerLine::Err(refusal));
@@ -411,6 +416,13 @@ impl Session {
                 Err(SayError::Closed) => return Some(End::Shutdown),
                 Err(SayError::Gone) if member.is_replaced() => return Some(End::Replaced),
                 Err(SayError::Gone) => return Some(End::Slow),
+                Err(SayError::Unavailable(e)) => {
+                    // No `ERR`: an `ERR` says a message was not taken, and
+                    // this one may have been. The client learns which when it
+                    // resumes, here or on another server.
+                    self.ctx.log.error(format_args!("{}: a message was not confirmed: {e}", self.peer));
+                    return Some(End::Unavailable);
+                }
                 Err(SayError::NotStored(e)) => {
                     self.ctx.log.error(format_args!("a message was refused: {e}"));
                     let text = format!("{e}; the message was not sent to anyone, send it again later");
@@ -444,6 +456,11 @@ impl Session {
             Err(JoinError::NotStored(e)) => {
                 self.ctx.log.error(format_args!("{}: a join was refused: {e}", self.peer));
                 self.refuse(Refusal::new(ErrorCode::Unavailable, format!("{e}; try again later")));
+                None
+            }
+            Err(JoinError::Unavailable(e)) => {
+                self.ctx.log.error(format_args!("{}: a join was not taken: {e}", self.peer));
+                self.refuse(Refusal::new(ErrorCode::Unavailable, format!("{e}; try again, or another server")));
                 None
             }
             Err(JoinError::Failed(e)) => {

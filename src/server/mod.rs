@@ -55,6 +55,17 @@ pub struct Config {
     pub rate_burst: u32,
     pub verbosity: Verbosity,
     pub history: crate::history::Config,
+    /// Set to serve a room kept in NATS JetStream (`--cluster`).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Where the room is kept when it spans several servers.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub urls: Vec<String>,
+    pub room: String,
+    pub replicas: usize,
+    pub dead_after: Duration,
 }
 
 impl Default for Config {
@@ -75,6 +86,7 @@ impl Default for Config {
                 keep: 0,
                 sync: crate::history::SyncPolicy::EverySecond,
             },
+            cluster: None,
         }
     }
 }
@@ -102,16 +114,23 @@ impl Server {
         raise_fd_limit();
         let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e))?;
         listener.set_nonblocking(true)?;
-        let opened = crate::history::open(&config.history, config.max_clients)?;
         let log = Log::new(config.verbosity);
-        opened.warnings.iter().for_each(|warning| log.error(format_args!("{warning}")));
-        let room = Room::new(config.max_queue, Arc::clone(&opened.history));
-        room.record_departures(&opened.present)
-            .map_err(|e| anyhow!("cannot record that the last run's members left: {e}"))?;
+        let (room, summary) = match &config.cluster {
+            Some(cluster) => open_cluster(cluster, &config, log)?,
+            None => {
+                let opened = crate::history::open(&config.history, config.max_clients)?;
+                opened.warnings.iter().for_each(|warning| log.error(format_args!("{warning}")));
+                let room = Room::new(config.max_queue, Arc::clone(&opened.history));
+                room.record_departures(&opened.present)
+                    .map_err(|e| anyhow!("cannot record that the last run's members left: {e}"))?;
+                let summary = crate::history::summary(room.history().as_ref(), opened.place.as_deref());
+                (room, summary)
+            }
+        };
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
         let ctx = Context { room, writers, registry: Registry::new(config.max_clients), log, config };
-        let history_summary = vec![crate::history::summary(ctx.room.history().as_ref(), opened.place.as_deref())];
+        let history_summary = vec![summary];
         Ok(Server { listener, ctx: Arc::new(ctx), history_summary })
     }
 
@@ -154,6 +173,12 @@ impl Server {
         ctx.room.close();
         ctx.registry.wake_all();
         let open = ctx.registry.wait_until_empty(deadline);
+        if !ctx.room.finish(deadline) {
+            ctx.log.error(format_args!(
+                "some members' departures were not recorded in the cluster in time; \
+                 the other servers will record them as lost within --dead-server-timeout"
+            ));
+        }
         if let Err(e) = ctx.room.history().sync() {
             ctx.log.error(format_args!("cannot flush the history to disk: {e}; the last second of it may be lost"));
         }
@@ -218,6 +243,30 @@ impl Server {
         let _ = (&stream).write_all(text.as_bytes());
         let _ = stream.shutdown(Shutdown::Write);
     }
+}
+
+/// Joins the room kept in NATS: the room, and the start-up line about it.
+fn open_cluster(cluster: &ClusterConfig, config: &Config, log: Log) -> anyhow::Result<(Arc<Room>, String)> {
+    let options = crate::cluster::Options {
+        keep: config.history.keep.max(1),
+        replicas: cluster.replicas,
+        dead_after: cluster.dead_after,
+        ..crate::cluster::Options::default()
+    };
+    let bridge = crate::cluster::Bridge::connect(&cluster.urls, &cluster.room, options)?;
+    let bridge = Arc::new(bridge);
+    let report: crate::room::Report = Arc::new(move |text: &str| log.error(format_args!("cluster: {text}")));
+    let room = Room::clustered(config.max_queue, Arc::clone(&bridge), report)?;
+    let history = room.history();
+    let summary = format!(
+        "history: {} events in NATS stream minichat-{} at {} (epoch {}); this server is {}",
+        (history.last_seq() + 1).saturating_sub(history.first_kept()),
+        cluster.room,
+        cluster.urls.join(","),
+        history.epoch(),
+        bridge.server_id()
+    );
+    Ok((room, summary))
 }
 
 fn bind_error(addr: SocketAddr, e: io::Error) -> anyhow::Error {

@@ -22,11 +22,17 @@
 //! ([`History::durable`]): whoever fetches first makes the events safe, so
 //! one write covers every event appended meanwhile.
 
+mod stream;
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
+use self::stream::Clustered;
+pub use self::stream::{Report, Unavailable, PATIENCE};
+use crate::cluster::Bridge;
 use crate::history::{self, History, NotStored};
 use crate::name::Name;
 use crate::protocol::{self, LeaveReason, Replay, ServerLine};
@@ -50,6 +56,8 @@ pub struct Room {
     closed: AtomicBool,
     max_lag: u64,
     history: Arc<dyn History>,
+    /// Set when the room spans several servers: the stream gives the order.
+    cluster: OnceLock<Arc<Clustered>>,
 }
 
 /// How far behind a member may fall even while it keeps reading, as a
@@ -128,6 +136,9 @@ pub enum JoinError {
     NotStored(NotStored),
     /// The history could not be read for the replay, or no token made.
     Failed(std::io::Error),
+    /// The cluster's stream or names did not answer: the join was not
+    /// taken (a `JOINED` that may have been stored is followed by a `LEFT`).
+    Unavailable(Unavailable),
 }
 
 /// What a successful join hands the new member's connection.
@@ -158,6 +169,9 @@ pub enum SayError {
     Gone,
     /// The history could not take it: nothing was said.
     NotStored(NotStored),
+    /// The cluster's stream did not confirm it in time: it may or may not
+    /// be stored, and the connection must end for its client to find out.
+    Unavailable(Unavailable),
 }
 
 /// The room no longer takes events: the server is shutting down.
@@ -181,7 +195,30 @@ impl Room {
             closed: AtomicBool::new(false),
             max_lag: max_lag as u64,
             history,
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// A room kept in the stream `bridge` leads to, shared with every server
+    /// on it; `report` is told what goes wrong in the cluster.
+    pub fn clustered(max_lag: usize, bridge: Arc<Bridge>, report: Report) -> anyhow::Result<Arc<Room>> {
+        let history = Arc::new(history::Stream::open(Arc::clone(&bridge))?);
+        let room = Room::new(max_lag, history);
+        let clustered = Clustered::start(&room, bridge, report)?;
+        let _ = room.cluster.set(clustered);
+        Ok(room)
+    }
+
+    /// The bridge to the cluster, when the room spans several servers.
+    pub fn bridge(&self) -> Option<&Arc<Bridge>> {
+        self.cluster.get().map(|c| c.bridge())
+    }
+
+    /// Waits, until `deadline`, for the departures of this server's members
+    /// to be recorded in the cluster: at shutdown, once every connection
+    /// ended. `false` when some were not.
+    pub fn finish(&self, deadline: Instant) -> bool {
+        self.cluster.get().is_none_or(|c| c.finish(deadline))
     }
 
     /// The room's history.
@@ -228,6 +265,9 @@ impl Room {
         connection: Arc<dyn Notify>,
     ) -> Result<Joined, JoinError> {
         let fresh_token = history::random_word(24).map_err(JoinError::Failed)?;
+        if let Some(clustered) = self.cluster.get() {
+            return self.join_clustered(clustered, name, replay, token, connection, fresh_token);
+        }
         let mut st = self.lock();
         if self.is_closed() {
             return Err(JoinError::Closed);
@@ -326,19 +366,29 @@ impl Room {
     /// not appended at all.
     fn append(&self, st: &mut State, from: u64, line: Line, urgent: bool) -> Result<(), NotStored> {
         self.push(st, from, line, urgent)?;
+        self.grew(st);
+        Ok(())
+    }
+
+    /// After the log grew: expels whoever fell too far behind, and tells the
+    /// listeners.
+    fn grew(&self, st: &mut State) {
         if st.head_bytes - st.base_bytes > self.max_lag + self.max_lag / 4 && st.head_bytes >= st.next_sweep {
-            for (id, name) in st.sweep(self.max_lag) {
-                let line = ServerLine::Left { name, reason: LeaveReason::Slow };
+            for member in st.sweep(self.max_lag) {
+                if let Some(clustered) = self.cluster.get() {
+                    self.expelled_in_cluster(clustered, &member);
+                    continue;
+                }
+                let line = ServerLine::Left { name: member.name.to_string(), reason: LeaveReason::Slow };
                 // Urgent appends take room kept back for them; one that still
                 // fails (an I/O error, which the history logs) loses only the
                 // notice, and the positions stay without gaps.
-                let _ = self.push(st, id, line_of(&line), true);
+                let _ = self.push(st, member.id, line_of(&line), true);
             }
             st.next_sweep = st.head_bytes + self.max_lag / 4;
         }
         self.head.store(st.head(), Ordering::SeqCst);
         st.listeners.iter().for_each(|l| l.notify());
-        Ok(())
     }
 }
 
@@ -384,7 +434,7 @@ impl State {
     /// Expels the readers more than `max_lag` bytes behind, then forgets the
     /// entries that every remaining reader has read.
     /// Returns the members expelled, for their `LEFT … slow`.
-    fn sweep(&mut self, max_lag: u64) -> Vec<(u64, String)> {
+    fn sweep(&mut self, max_lag: u64) -> Vec<Arc<Member>> {
         let mut expelled = Vec::new();
         let mut expelled_names = Vec::new();
         self.readers.retain(|m| {
@@ -406,7 +456,7 @@ impl State {
             let was_present = member.status.swap(EXPELLED, Ordering::SeqCst) == PRESENT;
             if was_present {
                 self.names.remove(member.name.key());
-                expelled_names.push((member.id, member.name.to_string()));
+                expelled_names.push(Arc::clone(&member));
             }
             member.connection.notify();
         }
@@ -467,13 +517,25 @@ impl Membership {
     /// The members' names in join order, and the sequence number they hold
     /// at: the `NAMES` reply belongs after the events before it.
     pub fn names(&self) -> (u64, Vec<String>) {
+        // Every server's members, from the cluster's names; this server's
+        // alone while NATS cannot say.
+        let everyone = self.room.cluster.get().and_then(|c| c.names());
         let st = self.room.lock();
-        (st.head(), st.names())
+        (st.head(), everyone.unwrap_or_else(|| st.names()))
     }
 
     /// Sends `text` to everyone else.
     pub fn say(&self, text: &str) -> Result<(), SayError> {
         let line = protocol::msg_line(self.member.name.as_str(), text);
+        if let Some(clustered) = self.room.cluster.get() {
+            if self.room.is_closed() {
+                return Err(SayError::Closed);
+            }
+            if self.member.status.load(Ordering::SeqCst) != PRESENT {
+                return Err(SayError::Gone);
+            }
+            return clustered.say(self.member.id, &line).map(drop).map_err(SayError::Unavailable);
+        }
         let mut st = self.room.lock();
         if self.room.is_closed() {
             return Err(SayError::Closed);
@@ -495,6 +557,11 @@ impl Membership {
         }
         self.member.end.store(end, Ordering::SeqCst);
         st.names.remove(self.member.name.key());
+        if let Some(clustered) = self.room.cluster.get() {
+            // Even at shutdown: the room goes on on the other servers.
+            clustered.depart(&self.member, reason, None);
+            return end;
+        }
         if self.room.is_closed() {
             return end;
         }
@@ -557,7 +624,8 @@ impl Membership {
         let mut taken = 0;
         while seq < end && taken + per_event <= max {
             let entry = &st.log[(seq - st.base) as usize];
-            if entry.from != self.member.id {
+            // An empty line stands for a position the stream no longer had.
+            if entry.from != self.member.id && !entry.line.is_empty() {
                 if tags {
                     let line =
                         entry.tags.get_or_init(|| protocol::event_prefix(seq, entry.time_ms).into_bytes().into());

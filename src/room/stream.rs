@@ -1,0 +1,551 @@
+//! The room when it spans several servers (`chatd --cluster`): the order
+//! is a NATS JetStream stream's, not this server's.
+//!
+//! Saying something publishes it to the stream and waits until the stream
+//! stored it and it came back here; every event, this server's own too,
+//! enters the room's log from the stream, in the stream's order, through
+//! one thread ([`Room::apply`]). So no server delivers an event ahead of
+//! the stream, and every member anywhere reads the same events at the same
+//! positions. An event carries the id it was published with
+//! (`<server id>-<n>`), which tells this server which of its members said
+//! it, so that member is not sent its own words.
+//!
+//! Names are claimed in the cluster's names bucket, create-only, with the
+//! member's token, its name as spelled and its place in the join order;
+//! a `TOKEN` that matches takes the name over from any server. A member
+//! leaving is published by one thread (the leaver), then its name freed:
+//! leaving never waits for NATS and never fails, it is only late while NATS
+//! is away. The names of a dead server are freed by whichever server sees
+//! it first, which records their `LEFT <name> lost`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{line_of, JoinError, Joined, Member, Membership, Notify, Room, State, LEFT, PRESENT, REPLACED};
+use crate::cluster::{self, Bridge, Delivery, Freed, Holder};
+use crate::history::Event;
+use crate::name::Name;
+use crate::protocol::{LeaveReason, Replay, ServerLine};
+use std::sync::atomic::{AtomicBool, AtomicU8};
+
+/// How long a message or a join waits for the stream: a leader election
+/// on nats-server 2.9 takes up to about 30 s.
+pub const PATIENCE: Duration = Duration::from_secs(45);
+
+/// After this long without an answer, the log says what is awaited.
+const SAY_AFTER: Duration = Duration::from_secs(3);
+
+/// How long one try at publishing a departure waits.
+const LEAVE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Where the cluster's parts report what goes wrong.
+pub type Report = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The cluster's side of a room.
+pub struct Clustered {
+    bridge: Arc<Bridge>,
+    report: Report,
+    next_id: AtomicU64,
+    /// Events published from here, not yet back: the number in their id,
+    /// and the member that said them.
+    origins: Mutex<HashMap<u64, u64>>,
+    /// The last position applied to the room's log.
+    applied: Mutex<u64>,
+    grew: Condvar,
+    departures: Mutex<Option<mpsc::Sender<Departure>>>,
+    /// Told once the leaver has said everything it was given.
+    leaver_done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// The stream's events coming in, and the dead servers' names going out.
+    subscriptions: Mutex<Vec<cluster::Subscription>>,
+}
+
+impl fmt::Debug for Clustered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Clustered").field("server", &self.bridge.server_id()).finish_non_exhaustive()
+    }
+}
+
+/// A `LEFT` to publish.
+#[derive(Debug)]
+enum Departure {
+    /// A member of this server: its `LEFT`, then its name freed, unless
+    /// the name changed hands meanwhile (taken over with the member's
+    /// token, here or on another server, or freed as this server's while
+    /// it was taken for dead): the claim must still hold the member's
+    /// `token`. `joined` is a `JOINED` whose publishing failed: it may be
+    /// stored, so it goes again with its id first.
+    Member { key: String, name: String, token: String, reason: LeaveReason, joined: Option<(Vec<u8>, String)> },
+    /// A name this server just freed; its server died.
+    Lost { name: String, id: String },
+}
+
+/// Why the stream did not take an event.
+#[derive(Debug, Clone)]
+pub struct Unavailable(pub String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a name's claim holds: the token, the name as spelled, and where in
+/// the join order it came (the claim's own revision when it is a first
+/// claim; kept through takeovers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ClaimValue {
+    pub token: String,
+    pub name: String,
+    pub order: Option<u64>,
+}
+
+impl ClaimValue {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut value = format!("{}\n{}", self.token, self.name);
+        if let Some(order) = self.order {
+            value.push_str(&format!("\n{order}"));
+        }
+        value.into_bytes()
+    }
+
+    pub fn decode(holder: &Holder) -> ClaimValue {
+        let text = String::from_utf8_lossy(&holder.value);
+        let mut parts = text.splitn(3, '\n');
+        let token = parts.next().unwrap_or_default().to_owned();
+        let name = parts.next().unwrap_or_default().to_owned();
+        let order = parts.next().and_then(|order| order.parse().ok());
+        ClaimValue { token, name, order }
+    }
+
+    /// Where its member comes in the join order.
+    pub fn order_of(holder: &Holder) -> u64 {
+        ClaimValue::decode(holder).order.unwrap_or(holder.revision)
+    }
+}
+
+impl Clustered {
+    /// Starts following the stream from the history's next position, the
+    /// leaver, and the watch for dead servers.
+    pub(super) fn start(room: &Arc<Room>, bridge: Arc<Bridge>, report: Report) -> std::io::Result<Arc<Clustered>> {
+        let (departures, queue) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let clustered = Arc::new(Clustered {
+            bridge,
+            report,
+            next_id: AtomicU64::new(1),
+            origins: Mutex::new(HashMap::new()),
+            applied: Mutex::new(room.head() - 1),
+            grew: Condvar::new(),
+            departures: Mutex::new(Some(departures.clone())),
+            leaver_done: Mutex::new(Some(done_rx)),
+            subscriptions: Mutex::new(Vec::new()),
+        });
+        let (events_tx, events) = mpsc::channel();
+        let (freed_tx, freed) = mpsc::channel::<Freed>();
+        let weak = Arc::downgrade(room);
+        thread::Builder::new().name("applier".into()).spawn(move || apply_all(&weak, &events))?;
+        let leaver = Arc::clone(&clustered);
+        thread::Builder::new().name("leaver".into()).spawn(move || {
+            leaver.leave_all(&queue);
+            let _ = done_tx.send(());
+        })?;
+        thread::Builder::new().name("dead servers".into()).spawn(move || {
+            for freed in freed {
+                let name = ClaimValue::decode(&freed.holder).name;
+                // The same from every server that might free this claim.
+                let id = format!("lost-{}-{}", freed.holder.server, freed.holder.revision);
+                if departures.send(Departure::Lost { name, id }).is_err() {
+                    return;
+                }
+            }
+        })?;
+        let from = room.head();
+        let subscriptions = vec![clustered.bridge.subscribe(from, events_tx), clustered.bridge.watch_dead(freed_tx)];
+        *lock(&clustered.subscriptions) = subscriptions;
+        Ok(clustered)
+    }
+
+    pub fn bridge(&self) -> &Arc<Bridge> {
+        &self.bridge
+    }
+
+    /// Publishes `line`, said by member `from`, and waits until it is back
+    /// in the room's log: its position.
+    pub(super) fn say(&self, from: u64, line: &[u8]) -> Result<u64, Unavailable> {
+        self.say_as(from, line, self.new_id())
+    }
+
+    /// The same, with the id made for it.
+    fn say_as(&self, from: u64, line: &[u8], (n, id): (u64, String)) -> Result<u64, Unavailable> {
+        let deadline = Instant::now() + PATIENCE;
+        lock(&self.origins).insert(n, from);
+        let seq = self.publish(line, &id, deadline).inspect_err(|_| {
+            lock(&self.origins).remove(&n);
+        })?;
+        self.wait_applied(seq, deadline)?;
+        Ok(seq)
+    }
+
+    /// A fresh id for an event published from here: its number, and itself.
+    fn new_id(&self) -> (u64, String) {
+        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
+        (n, format!("{}-{n}", self.bridge.server_id()))
+    }
+
+    /// Publishes until stored or `deadline`, saying in the log what it waits
+    /// for once that takes long.
+    fn publish(&self, line: &[u8], id: &str, deadline: Instant) -> Result<u64, Unavailable> {
+        let first = SAY_AFTER.min(deadline.saturating_duration_since(Instant::now()));
+        let error = match self.bridge.publish(line, id, first) {
+            Ok(seq) => return Ok(seq),
+            Err(e) => e,
+        };
+        let leader = match self.bridge.leader() {
+            Ok(Some(leader)) => format!("the stream's leader is {leader}"),
+            Ok(None) => "the stream has no leader yet (an election)".to_owned(),
+            Err(e) => format!("NATS does not answer ({e})"),
+        };
+        let status = self.bridge.status();
+        let connection = if status.connected { "connected to NATS" } else { "NATS connection lost, reconnecting" };
+        (self.report)(&format!(
+            "waiting for the room's stream to store an event ({error}); {connection}; {leader}; \
+             holding its PONG for up to {}s",
+            PATIENCE.as_secs()
+        ));
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.bridge.publish(line, id, left) {
+            Ok(seq) => {
+                (self.report)("the room's stream stores events again");
+                Ok(seq)
+            }
+            Err(e) => {
+                (self.report)(&format!("the room's stream did not store an event: {e}"));
+                Err(Unavailable(format!(
+                    "the room's stream (NATS) did not confirm it within {}s ({e}); \
+                     it may or may not be stored: reconnect, to this or another server, to find out",
+                    PATIENCE.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Waits until the event at `seq` is in the room's log.
+    fn wait_applied(&self, seq: u64, deadline: Instant) -> Result<(), Unavailable> {
+        let mut applied = lock(&self.applied);
+        while *applied < seq {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(Unavailable(format!(
+                    "the room's stream stored it (position {seq}) but did not send it back within {}s; \
+                     reconnect, to this or another server",
+                    PATIENCE.as_secs()
+                )));
+            };
+            applied = self.grew.wait_timeout(applied, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        Ok(())
+    }
+
+    /// Which member of this server said an event, from its id.
+    fn origin(&self, id: Option<&str>) -> u64 {
+        let Some(n) = id
+            .and_then(|id| id.strip_prefix(self.bridge.server_id()))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return 0;
+        };
+        lock(&self.origins).remove(&n).unwrap_or(0)
+    }
+
+    fn applied(&self, seq: u64) {
+        let mut applied = lock(&self.applied);
+        *applied = (*applied).max(seq);
+        self.grew.notify_all();
+    }
+
+    /// Claims a name, or takes it over with the token of the member that
+    /// holds it. `Ok(None)`: claimed afresh; `Ok(Some((name, server)))`:
+    /// taken over, from the member of that server, as the room spells it.
+    pub(super) fn claim(
+        &self,
+        key: &str,
+        name: &str,
+        token: Option<&str>,
+        fresh: &str,
+    ) -> Result<Result<Option<(String, String)>, String>, Unavailable> {
+        let unavailable = |e: cluster::Error| Unavailable(format!("the cluster's names cannot be reached ({e})"));
+        let value = ClaimValue { token: fresh.to_owned(), name: name.to_owned(), order: None };
+        let holder = match self.bridge.claim(key, &value.encode()).map_err(unavailable)? {
+            cluster::Claim::Claimed => return Ok(Ok(None)),
+            cluster::Claim::Taken(holder) => holder,
+        };
+        let held = ClaimValue::decode(&holder);
+        if !token.is_some_and(|token| super::same_secret(&held.token, token)) {
+            return Ok(Err(held.name));
+        }
+        let order = Some(ClaimValue::order_of(&holder));
+        let value = ClaimValue { token: fresh.to_owned(), name: held.name.clone(), order };
+        if self.bridge.take_over(key, holder.revision, &value.encode()).map_err(unavailable)? {
+            Ok(Ok(Some((held.name, holder.server))))
+        } else {
+            Ok(Err(held.name))
+        }
+    }
+
+    /// The members of every server, in join order; `None` when NATS cannot
+    /// say.
+    pub(super) fn names(&self) -> Option<Vec<String>> {
+        let mut held = self.bridge.names().ok()?;
+        held.sort_by_key(|(_, holder)| ClaimValue::order_of(holder));
+        Some(held.iter().map(|(_, holder)| ClaimValue::decode(holder).name).collect())
+    }
+
+    /// Has a member's `LEFT` published and its name freed, in the background.
+    pub(super) fn depart(&self, member: &Member, reason: LeaveReason, joined: Option<(Vec<u8>, String)>) {
+        let (key, name, token) = (member.name.key().to_owned(), member.name.to_string(), member.token.clone());
+        let departure = Departure::Member { key, name, token, reason, joined };
+        if let Some(departures) = lock(&self.departures).as_ref() {
+            let _ = departures.send(departure);
+        }
+    }
+
+    /// Publishes the departures until the queue is closed and empty.
+    fn leave_all(&self, queue: &mpsc::Receiver<Departure>) {
+        for departure in queue {
+            let (_, id) = self.new_id();
+            let mut backoff = Duration::from_millis(100);
+            let mut reported = false;
+            while let Err(e) = self.leave(&departure, &id) {
+                if !reported {
+                    (self.report)(&format!("cannot record a departure yet ({e}); trying again until NATS answers"));
+                    reported = true;
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+
+    fn leave(&self, departure: &Departure, id: &str) -> Result<(), cluster::Error> {
+        let deadline = || LEAVE_PATIENCE;
+        match departure {
+            Departure::Lost { name, id } => {
+                let line = line_of(&ServerLine::Left { name: name.clone(), reason: LeaveReason::Lost });
+                self.bridge.publish(&line, id, deadline()).map(drop)
+            }
+            Departure::Member { key, name, token, reason, joined } => {
+                let revision = match self.bridge.holder(key)? {
+                    Some(holder)
+                        if holder.server == self.bridge.server_id() && ClaimValue::decode(&holder).token == *token =>
+                    {
+                        holder.revision
+                    }
+                    // Someone else's now: not ours to say it left.
+                    _ => return Ok(()),
+                };
+                if let Some((line, joined_id)) = joined {
+                    self.bridge.publish(line, joined_id, deadline())?;
+                }
+                let line = line_of(&ServerLine::Left { name: name.clone(), reason: *reason });
+                self.bridge.publish(&line, id, deadline())?;
+                self.bridge.release_at(key, revision).map(drop)
+            }
+        }
+    }
+
+    /// Stops taking departures and waits, until `deadline`, for those given
+    /// to be published. `false` when some were not.
+    pub(super) fn finish(&self, deadline: Instant) -> bool {
+        // The dead-server watch holds a sender too: stopped first.
+        lock(&self.subscriptions).clear();
+        drop(lock(&self.departures).take());
+        let Some(done) = lock(&self.leaver_done).take() else { return true };
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Applies the stream's events to the room, in order, while the room lives.
+fn apply_all(room: &Weak<Room>, events: &mpsc::Receiver<Delivery>) {
+    for delivery in events {
+        let Some(room) = room.upgrade() else { return };
+        let Some(clustered) = room.cluster.get() else { return };
+        match delivery {
+            Delivery::Event { event, id } => {
+                let from = clustered.origin(id.as_deref());
+                let seq = event.seq;
+                room.apply(event, from);
+                clustered.applied(seq);
+            }
+            Delivery::Missed { to, .. } => {
+                room.skip_to(to + 1);
+                clustered.applied(to);
+            }
+        }
+    }
+}
+
+impl Room {
+    /// Puts an event from the stream in the log, at its position.
+    fn apply(&self, event: Event, from: u64) {
+        let mut st = self.lock();
+        if event.seq < st.head() {
+            return;
+        }
+        self.fill_to(&mut st, event.seq);
+        // The stream's leaders' clocks: every server sends the same time for
+        // one position, as a replay does.
+        let _ = self.history.append(event.seq, event.time_ms, &event.line, false);
+        st.last_time = st.last_time.max(event.time_ms);
+        st.push(from, event.line.into(), event.time_ms);
+        self.grew(&mut st);
+    }
+
+    /// Positions the stream no longer has: nobody is sent anything for them.
+    fn skip_to(&self, next: u64) {
+        let mut st = self.lock();
+        self.fill_to(&mut st, next);
+        self.grew(&mut st);
+    }
+
+    fn fill_to(&self, st: &mut State, next: u64) {
+        while st.head() < next {
+            st.push(0, Arc::from(&b""[..]), st.last_time);
+        }
+    }
+
+    /// A member expelled here, in a room across servers.
+    pub(super) fn expelled_in_cluster(&self, clustered: &Clustered, member: &Member) {
+        clustered.depart(member, LeaveReason::Slow, None);
+    }
+}
+
+impl Room {
+    /// [`Room::join`] in a room across servers: the name claimed in the
+    /// cluster, then the `JOINED` published and back here before the member
+    /// reads anything.
+    pub(super) fn join_clustered(
+        self: &Arc<Self>,
+        clustered: &Clustered,
+        name: Name,
+        replay: Replay<'_>,
+        token: Option<&str>,
+        connection: Arc<dyn Notify>,
+        fresh_token: String,
+    ) -> Result<Joined, JoinError> {
+        if self.is_closed() {
+            return Err(JoinError::Closed);
+        }
+        let claimed = clustered.claim(name.key(), name.as_str(), token, &fresh_token);
+        let took_over = match claimed.map_err(JoinError::Unavailable)? {
+            Err(holder) => return Err(JoinError::Taken(holder)),
+            Ok(took_over) => took_over,
+        };
+        // A takeover keeps the name as the room knows it.
+        let name = match &took_over {
+            Some((spelled, _)) => Name::parse(spelled).unwrap_or(name),
+            None => name,
+        };
+        let mut st = self.lock();
+        if self.is_closed() {
+            drop(st);
+            if took_over.is_none() {
+                let _ = clustered.bridge.release(name.key());
+            }
+            return Err(JoinError::Closed);
+        }
+        st.next_id += 1;
+        let member = Arc::new(Member {
+            id: st.next_id,
+            cursor: AtomicU64::new(st.head()),
+            end: AtomicU64::new(u64::MAX),
+            status: AtomicU8::new(PRESENT),
+            blocked: AtomicBool::new(false),
+            connection,
+            name,
+            token: fresh_token.clone(),
+        });
+        // The member it takes over from, when on this server, stops here.
+        let here = took_over.as_ref().is_some_and(|(_, server)| server == clustered.bridge.server_id());
+        if let Some(old) = st.names.get(member.name.key()).filter(|_| here).cloned() {
+            old.end.store(st.head(), Ordering::SeqCst);
+            old.status.store(REPLACED, Ordering::SeqCst);
+            old.connection.notify();
+        }
+        st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
+        st.readers.push(Arc::clone(&member));
+        let mut past = st.head() - 1;
+        drop(st);
+        let membership = Membership { room: Arc::clone(self), member: Arc::clone(&member) };
+        if took_over.is_none() {
+            let line = line_of(&ServerLine::Joined(member.name.to_string()));
+            let id = clustered.new_id();
+            let joined_id = id.1.clone();
+            match clustered.say_as(member.id, &line, id) {
+                Ok(seq) => {
+                    // Everything before its `JOINED` comes in the replay.
+                    member.cursor.fetch_max(seq + 1, Ordering::SeqCst);
+                    past = seq - 1;
+                }
+                Err(e) => {
+                    // It may be stored: published again with its id before
+                    // the `LEFT`, so the room sees both or neither.
+                    member.status.store(LEFT, Ordering::SeqCst);
+                    let mut st = self.lock();
+                    if st.names.get(member.name.key()).is_some_and(|m| m.id == member.id) {
+                        st.names.remove(member.name.key());
+                    }
+                    drop(st);
+                    let joined = Some((line.to_vec(), joined_id));
+                    clustered.depart(&member, LeaveReason::Lost, joined);
+                    return Err(JoinError::Unavailable(e));
+                }
+            }
+        }
+        let (missed, range) = self.replay_range(replay, past);
+        let replay = match range {
+            Some((from, to)) => Some(self.history.read(from, to).map_err(JoinError::Failed)?),
+            None => None,
+        };
+        let epoch = self.history.epoch().to_owned();
+        let took_over = took_over.is_some();
+        Ok(Joined { membership, epoch, past, token: fresh_token, missed, replay, took_over })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(value: &[u8], revision: u64) -> Holder {
+        Holder { server: "s1".into(), value: value.to_vec(), revision }
+    }
+
+    #[test]
+    fn a_claim_keeps_token_name_and_join_order_through_a_takeover() {
+        let first = ClaimValue { token: "t1".into(), name: "José Ana".into(), order: None };
+        let stored = holder(&first.encode(), 7);
+        assert_eq!(ClaimValue::decode(&stored), first);
+        assert_eq!(ClaimValue::order_of(&stored), 7, "a first claim comes in at its own revision");
+        let taken =
+            ClaimValue { token: "t2".into(), name: first.name.clone(), order: Some(ClaimValue::order_of(&stored)) };
+        let restored = holder(&taken.encode(), 12);
+        assert_eq!(ClaimValue::decode(&restored), taken);
+        assert_eq!(ClaimValue::order_of(&restored), 7, "a takeover keeps its place in the join order");
+    }
+
+    #[test]
+    fn a_value_from_elsewhere_decodes_to_something_harmless() {
+        let odd = ClaimValue::decode(&holder(b"only-a-token", 3));
+        assert_eq!((odd.token.as_str(), odd.name.as_str(), odd.order), ("only-a-token", "", None));
+        assert_eq!(ClaimValue::order_of(&holder(b"t\nn\nnot-a-number", 4)), 4);
+    }
+}
