@@ -313,6 +313,7 @@ fn a_killed_servers_members_are_lost_in_time_and_chat_send_goes_on_elsewhere_exa
     let status = send.wait();
     let err = send.stderr();
     assert!(status.success(), "chat-send: {status}: {err}");
+    print!("chat-send said:\n{err}");
     assert!(err.contains(&format!("reconnected to {}", two.addr)), "{err}");
     let numbers: Vec<u64> = heard.iter().filter_map(|line| line.strip_prefix("MSG bulk ")?.parse().ok()).collect();
     assert_each_once_in_order(&numbers, COUNT, "heard live on the other server");
@@ -374,6 +375,7 @@ fn the_room_keeps_talking_and_loses_nothing_when_one_of_three_nats_nodes_dies() 
     let status = send.wait();
     let err = send.stderr();
     assert!(status.success(), "chat-send: {status}: {err}");
+    print!("chat-send said:\n{err}");
     let numbers: Vec<u64> = heard.iter().filter_map(|line| line.strip_prefix("MSG bulk ")?.parse().ok()).collect();
     assert_each_once_in_order(&numbers, COUNT, &format!("heard live; chat-send said: {err}"));
     for line in heard.iter().filter(|line| !line.starts_with("MSG bulk ")) {
