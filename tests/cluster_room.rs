@@ -307,7 +307,12 @@ fn a_killed_servers_members_are_lost_in_time_and_chat_send_goes_on_elsewhere_exa
     }
     let ana_lost_after = ana_lost_after.unwrap();
     println!("LEFT Ana lost {ana_lost_after:?} after the kill");
-    assert!(ana_lost_after <= dead_after + Duration::from_secs(10), "LEFT Ana lost {ana_lost_after:?} after the kill");
+    // Within the bound, with a margin for a loaded machine; and not at the
+    // first missed sign of life, which a busy live server may also miss.
+    assert!(
+        ana_lost_after >= dead_after / 2 && ana_lost_after <= dead_after + Duration::from_secs(10),
+        "LEFT Ana lost {ana_lost_after:?} after the kill, with --dead-server-timeout {dead_after:?}"
+    );
 
     writer.join().unwrap().expect("all of the input written");
     let status = send.wait();
@@ -447,6 +452,39 @@ fn the_whole_history_comes_back_at_its_positions_when_everything_restarts() {
     again.send("MSG still here");
     let next = next_events(&mut other, 1).remove(0);
     assert_eq!((next.seq, next.line.as_str()), (again_joined.seq + 2, "MSG again still here"));
+}
+
+#[test]
+fn rooms_on_one_nats_are_apart_and_each_keeps_its_own_history() {
+    let Some(nats) = Nats::start("rooms_on_one_nats_are_apart_and_each_keeps_its_own_history") else { return };
+    let urls = [nats.url()];
+    let red = ["--room", "red", "--history", "10"];
+    let (red1, red2, blue) = (chatd_on(&urls, &red), chatd_on(&urls, &red), chatd_on(&urls, &["--room", "blue"]));
+    let (mut in_red, red_joined) = join_tagged(&red1, "Ana", "");
+    // Names are the room's own.
+    let (mut in_blue, blue_joined) = join_tagged(&blue, "Ana", "");
+    assert_ne!(red_joined.epoch, blue_joined.epoch, "two histories");
+    for n in 1..=20 {
+        in_red.send(&format!("MSG {n}"));
+    }
+    in_red.sync();
+    in_blue.send("NAMES");
+    in_blue.expect("NAMES Ana");
+    in_blue.expect_quiet();
+
+    // red keeps its last 10 events: a resume from its first is told what
+    // is gone, then given the rest, up to its own join.
+    let epoch = red_joined.epoch.unwrap();
+    let (mut late, joined) = join_tagged(&red2, "late", &format!(" SINCE {epoch}:1"));
+    let mut lines = late.sync().into_iter();
+    let first = lines.next().unwrap_or_default();
+    let missed: u64 = first.strip_prefix("MISSED ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{first:?}"));
+    let replay: Vec<Seen> = lines.map(|line| seen(&line)).collect();
+    assert_gapless(&replay);
+    assert!((9..=10).contains(&replay.len()), "kept: {replay:#?}");
+    assert_eq!(replay.first().map(|e| e.seq), Some(1 + missed + 1), "MISSED {missed}, then {replay:#?}");
+    assert_eq!(replay.last().map(|e| (e.seq, e.line.as_str())), Some((joined.seq.unwrap(), "MSG Ana 20")));
+    assert_eq!(joined.seq, Some(21), "Ana's join and her 20 messages");
 }
 
 #[test]
