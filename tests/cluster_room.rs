@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use nix::sys::signal::Signal;
 
 use crate::util::nats::{free_port, Nats, NatsCluster};
 use crate::util::netns::Proc;
-use crate::util::{bin, Chatd, Client, TempDir};
+use crate::util::{bin, Chatd, Client, TempDir, PATIENCE};
 
 /// How long a leader election may take (nats-server 2.9: about 30 s).
 const ELECTION: Duration = Duration::from_secs(45);
@@ -264,6 +264,40 @@ fn of_sixty_joins_of_one_name_on_two_servers_exactly_one_wins() {
     refused.send("JOIN samename");
     refused.expect("OK JOIN samename");
     watcher.expect("JOINED samename");
+}
+
+#[test]
+fn a_membership_taken_over_from_another_server_ends_there_with_bye_replaced() {
+    let test = "a_membership_taken_over_from_another_server_ends_there_with_bye_replaced";
+    let Some(nats) = Nats::start(test) else { return };
+    let urls = [nats.url()];
+    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let mut watcher = two.join("watcher");
+    let (mut old, joined) = join_tagged(&one, "Ana", "");
+    watcher.expect("JOINED Ana");
+    old.send("MSG before");
+    watcher.expect("MSG Ana before");
+
+    // As a client does whose connection broke without chatd noticing, and
+    // whose list of servers sends it to the next one.
+    let (epoch, seq, token) = (joined.epoch.unwrap(), joined.seq.unwrap(), joined.token.unwrap());
+    let (mut new, _) = join_tagged(&two, "Ana", &format!(" SINCE {epoch}:{seq} TOKEN {token}"));
+    let replay: Vec<String> = new.sync().iter().map(|line| seen(line).line).collect();
+    assert_eq!(replay, ["JOINED Ana", "MSG Ana before"]);
+    // The old connection is told, and closed: it adds nothing to the room.
+    let (tx, closed) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(old.recv_all());
+    });
+    let rest = closed.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+        panic!("the connection taken over on {} was neither sent BYE replaced nor closed", one.addr)
+    });
+    assert_eq!(rest.last().map(String::as_str), Some("BYE replaced"), "{rest:?}");
+    // Nobody saw Ana leave or join again.
+    new.send("MSG after");
+    watcher.expect("MSG Ana after");
+    watcher.send("NAMES");
+    watcher.expect("NAMES watcher Ana");
 }
 
 #[test]
