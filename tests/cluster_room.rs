@@ -145,6 +145,10 @@ fn members_on_two_servers_hear_each_other_at_the_same_positions() {
         member.send("NAMES");
         member.expect("NAMES w1 w2 Ana Bea");
     }
+    // Names are one across servers, as spelled in any case.
+    let mut imposter = two.connect();
+    imposter.send("JOIN ana");
+    imposter.expect_prefix("ERR NAME_TAKEN ");
     bea.send("EXIT");
     bea.expect_closed_after("BYE exit");
     // Ana is not sent her own message back.
@@ -429,6 +433,34 @@ fn the_room_keeps_talking_and_loses_nothing_when_one_of_three_nats_nodes_dies() 
     reader.expect("JOINED Ana");
     ana.send("MSG after the election");
     reader.expect("MSG Ana after the election");
+}
+
+#[test]
+fn a_message_said_while_nats_restarts_under_running_servers_arrives_once() {
+    let test = "a_message_said_while_nats_restarts_under_running_servers_arrives_once";
+    let Some(mut nats) = Nats::start(test) else { return };
+    let urls = [nats.url()];
+    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (mut watcher, _) = join_tagged(&two, "watcher", "");
+    let mut ana = one.join("Ana");
+    ana.send("MSG before");
+    let before = next_events(&mut watcher, 2);
+    assert_eq!(lines(&before), ["JOINED Ana", "MSG Ana before"]);
+
+    nats.kill();
+    ana.send("MSG during");
+    nats.restart();
+    // Confirmed once NATS is back (chatd waits up to 45 s for it).
+    ana.stream().set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(ana.sync(), Vec::<String>::new());
+    ana.send("MSG after");
+    let mut bea = two.join("Bea");
+    ana.expect("JOINED Bea");
+    let after = next_events(&mut watcher, 3);
+    assert_eq!(lines(&after), ["MSG Ana during", "MSG Ana after", "JOINED Bea"]);
+    assert_gapless(&[before, after].concat());
+    bea.send("NAMES");
+    bea.expect("NAMES watcher Ana Bea");
 }
 
 #[test]
