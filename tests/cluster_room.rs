@@ -305,6 +305,30 @@ fn a_membership_taken_over_from_another_server_ends_there_with_bye_replaced() {
 }
 
 #[test]
+fn chat_tail_goes_on_with_another_server_of_the_room_missing_nothing_when_its_server_stops() {
+    let test = "chat_tail_goes_on_with_another_server_of_the_room_missing_nothing_when_its_server_stops";
+    let Some(nats) = Nats::start(test) else { return };
+    let urls = [nats.url()];
+    let (mut one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let mut bea = two.join("Bea");
+    let tail = tool("chat-tail", &[one.addr, two.addr], &["--name", "tail", "-m"]);
+    bea.expect("JOINED tail");
+    bea.send("MSG first");
+    tail.expect_line("Bea: first");
+
+    one.signal(Signal::SIGTERM);
+    assert!(one.wait().success(), "{}", one.stderr());
+    // Said around chat-tail's reconnection: live or in its replay, once.
+    bea.send("MSG meanwhile");
+    tail.expect_stderr(&format!("chat-tail: reconnected to {}", two.addr));
+    bea.send("MSG last");
+    tail.expect_line("Bea: meanwhile");
+    tail.expect_line("Bea: last");
+    let err = tail.stderr();
+    assert!(!err.contains("missed"), "one room, one history: nothing can have been missed; {err}");
+}
+
+#[test]
 fn a_killed_servers_members_are_lost_in_time_and_chat_send_goes_on_elsewhere_exactly_once() {
     let test = "a_killed_servers_members_are_lost_in_time_and_chat_send_goes_on_elsewhere_exactly_once";
     let Some(nats) = Nats::start(test) else { return };
