@@ -53,6 +53,11 @@ pub struct ChatdArgs {
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_count)]
     pub max_clients: usize,
 
+    /// Most connections from one computer (one address), so that no computer can take every
+    /// place; one more is told ERR FULL and BYE full. This computer's own (loopback) are not counted.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = parse_count)]
+    pub max_per_address: usize,
+
     /// Longest line a client may send, in bytes, newline included; a longer one is
     /// answered ERR TOO_LONG and skipped.
     #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_size)]
@@ -146,6 +151,7 @@ impl ChatdArgs {
         Ok(Config {
             bind: self.bind,
             max_clients: self.max_clients,
+            max_per_address: self.max_per_address,
             max_line: self.max_line,
             max_queue: self.max_queue,
             join_timeout: self.join_timeout,
@@ -552,5 +558,6 @@ mod tests {
             (ours.dead_peer_timeout, ours.shutdown_timeout, ours.rate_limit, ours.rate_burst),
             (lib.dead_peer_timeout, lib.shutdown_timeout, lib.rate_limit, lib.rate_burst)
         );
+        assert_eq!(ours.max_per_address, lib.max_per_address);
     }
 }

@@ -683,12 +683,41 @@ fn tail_of(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn one_computer_cannot_take_every_place_but_this_one_can() {
+    let Some(lan) = Lan::or_skip(3, &[]) else { return };
+    let (a, b, c) = (lan.host(0), lan.host(1), lan.host(2));
+    let (chatd, server) = start_chatd(a, &["--max-per-address", "2", "--max-clients", "6"]);
+    let addr: SocketAddr = server.parse().unwrap();
+    let _first = b.join(addr, "b1");
+    let _second = b.join(addr, "b2");
+    let mut third = b.connect(addr);
+    let refusal = third.expect_prefix("ERR FULL ");
+    assert!(refusal.contains(&format!("too many connections from {}", b.addr())), "{refusal}");
+    assert!(refusal.contains("2 at most from one computer"), "{refusal}");
+    assert_eq!(third.expect_closed_after("BYE full"), ["BYE full"]);
+    chatd.expect_log(&format!("turned away: too many connections from {}", b.addr()));
+
+    // Another computer still gets in, and so does the server's own, past
+    // the limit of one: loopback is not counted.
+    let _other = c.join(addr, "c1");
+    let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let mut own: Vec<_> = (0..3).map(|i| a.join(local, &format!("a{i}"))).collect();
+    assert_eq!(own[2].sync(), Vec::<String>::new());
+    // The client limit holds for everyone.
+    let mut seventh = a.connect(local);
+    let refusal = seventh.expect_prefix("ERR FULL ");
+    assert!(refusal.contains("server full (6 connections)"), "{refusal}");
+    own.clear();
+}
+
+#[test]
 fn hundreds_of_joins_from_one_computer_at_once_are_all_served_and_names_stay_unique() {
     const DISTINCT: usize = 300;
     const PAIRS: usize = 20;
     let Some(lan) = Lan::or_skip(3, &[]) else { return };
     let (a, b, c) = (lan.host(0), lan.host(1), lan.host(2));
-    let (chatd, server) = start_chatd(a, &[]);
+    // Every connection from one computer: past the default limit for one.
+    let (chatd, server) = start_chatd(a, &["--max-per-address", "400"]);
     let addr: SocketAddr = server.parse().unwrap();
     let mut ana = c.join(addr, "ana");
 

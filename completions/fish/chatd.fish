@@ -1,5 +1,6 @@
 complete -c chatd -s b -l bind -d 'Address and port to listen on; a port alone means all IPv4 addresses' -r
 complete -c chatd -l max-clients -d 'Most connections at once, joined or not; one more is told ERR FULL and BYE full. Each takes a thread and a descriptor (see the open-file limit, ulimit -n)' -r
+complete -c chatd -l max-per-address -d 'Most connections from one computer (one address), so that no computer can take every place; one more is told ERR FULL and BYE full. This computer\'s own (loopback) are not counted' -r
 complete -c chatd -l max-line -d 'Longest line a client may send, in bytes, newline included; a longer one is answered ERR TOO_LONG and skipped' -r
 complete -c chatd -l max-queue -d 'Most bytes of events waiting for one member; a member further behind is dropped with LEFT <name> slow, so nobody else ever waits for it' -r
 complete -c chatd -l join-timeout -d 'How long a connection may stay without JOIN before ERR TIMEOUT and BYE timeout' -r

@@ -1,6 +1,8 @@
 //! The async side of the bridge, run on its runtime: the connection, the
 //! room's stream and buckets, publishing, following and replaying.
 
+use std::collections::VecDeque;
+use std::future::IntoFuture as _;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ pub struct Link {
     pub servers: kv::Store,
     /// How often the heartbeat is written and the names scanned.
     pub period: Duration,
+    /// How long after its last heartbeat a server is taken for dead.
+    pub dead_after: Duration,
     /// When this server's heartbeat was last written.
     pub last_beat: Mutex<Option<Instant>>,
     status: Arc<StatusCell>,
@@ -135,6 +139,7 @@ impl Link {
             names,
             servers,
             period: (options.dead_after / 6).max(Duration::from_millis(100)),
+            dead_after: options.dead_after,
             last_beat: Mutex::new(None),
             status,
         };
@@ -142,39 +147,6 @@ impl Link {
         // never seen holding names without one.
         retry(&list, "the first heartbeat", deadline, || link.beat()).await?;
         Ok(link)
-    }
-
-    /// Publishes one line until stored or `timeout`: its position.
-    pub async fn publish(&self, line: Vec<u8>, msg_id: &str, timeout: Duration) -> Result<u64, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut backoff = Duration::from_millis(50);
-        let mut last_error = String::from("no answer");
-        loop {
-            let message = jetstream::message::PublishMessage::build().payload(line.clone().into()).message_id(msg_id);
-            let attempt = async {
-                let ack = self.js.send_publish(self.subject.clone(), message).await?;
-                ack.await
-            };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(ack)) => return Ok(ack.sequence),
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => break,
-            }
-            // No leader (an election), no connection (a reconnection), or
-            // no acknowledgement in time: the same id again, a bit later.
-            if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff)).await.is_err() {
-                break;
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
-        if !self.status.get().connected {
-            last_error = format!("the connection to NATS is lost, reconnecting ({last_error})");
-        }
-        Err(Error::Timeout(format!(
-            "stream {} to store the event ({}s; last: {last_error})",
-            self.stream,
-            timeout.as_secs_f32()
-        )))
     }
 
     pub async fn kept(&self) -> Result<Kept, Error> {
@@ -212,6 +184,106 @@ impl Link {
         self.servers.put(&self.server_id, now.as_millis().to_string().into()).await?;
         *self.last_beat.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         Ok(())
+    }
+}
+
+/// An event to publish, and where its answer goes.
+#[derive(Debug)]
+pub struct Submitted {
+    pub line: Vec<u8>,
+    pub id: String,
+    pub timeout: Duration,
+    pub answer: mpsc::SyncSender<Result<u64, Error>>,
+}
+
+/// Publishes what is submitted, in the order submitted, without waiting
+/// for one acknowledgement before sending the next: one connection, sent
+/// in order, is stored in order. When an acknowledgement does not come
+/// (no leader, a reconnection), every event not yet acknowledged is sent
+/// again, in order, with its id: those already stored are not stored twice,
+/// and the rest keep their order behind them. So one server's events are
+/// stored in the order submitted, outages or not.
+pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Submitted>) {
+    let mut window: VecDeque<InFlight> = VecDeque::new();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if window.is_empty() {
+            let Some(event) = queue.recv().await else { return };
+            window.push_back(link.send(event).await);
+        }
+        // Everything submitted meanwhile goes out before the next wait.
+        while window.len() < WINDOW {
+            let Ok(event) = queue.try_recv() else { break };
+            window.push_back(link.send(event).await);
+        }
+        let front = window.front_mut().expect("not empty");
+        let answer = match front.ack.take() {
+            Some(ack) => tokio::time::timeout_at(front.deadline, ack).await.ok().and_then(Result::ok),
+            None => None,
+        };
+        if let Some(ack) = answer {
+            let done = window.pop_front().expect("not empty");
+            let _ = done.event.answer.send(Ok(ack.sequence));
+            backoff = Duration::from_millis(50);
+            continue;
+        }
+        // Past its deadline: given up, and said so; the others go on.
+        let now = tokio::time::Instant::now();
+        while window.front().is_some_and(|f| f.deadline <= now) {
+            let late = window.pop_front().expect("not empty");
+            let what = format!("stream {} to store the event ({}s)", link.stream, late.event.timeout.as_secs_f32());
+            let _ = late.event.answer.send(Err(Error::Timeout(link.failing(what))));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+        for in_flight in &mut window {
+            in_flight.ack = link.send_again(&in_flight.event).await;
+        }
+    }
+}
+
+/// How many events may be out without their acknowledgement.
+const WINDOW: usize = 4096;
+
+type AckFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>
+            + Send,
+    >,
+>;
+
+/// An event sent, and its acknowledgement to come.
+struct InFlight {
+    event: Submitted,
+    deadline: tokio::time::Instant,
+    /// `None` when it could not even be sent.
+    ack: Option<AckFuture>,
+}
+
+impl Link {
+    async fn send(&self, event: Submitted) -> InFlight {
+        let deadline = tokio::time::Instant::now() + event.timeout;
+        let ack = self.send_again(&event).await;
+        InFlight { event, deadline, ack }
+    }
+
+    async fn send_again(&self, event: &Submitted) -> Option<AckFuture> {
+        let message =
+            jetstream::message::PublishMessage::build().payload(event.line.clone().into()).message_id(&event.id);
+        let sent = tokio::time::timeout(REQUEST_TIMEOUT, self.js.send_publish(self.subject.clone(), message)).await;
+        match sent {
+            Ok(Ok(ack)) => Some(Box::pin(ack.into_future())),
+            _ => None,
+        }
+    }
+
+    /// What an event waits for, with the connection's state.
+    fn failing(&self, what: String) -> String {
+        if self.status.get().connected {
+            what
+        } else {
+            format!("{what}; the connection to NATS is lost, reconnecting")
+        }
     }
 }
 

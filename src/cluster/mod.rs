@@ -76,7 +76,7 @@ use tokio::sync::oneshot;
 
 use crate::history::Event;
 
-pub use names::{Claim, Freed, Holder};
+pub use names::{Change, Claim, Freed, Holder};
 
 use link::Link;
 
@@ -171,6 +171,8 @@ pub struct Kept {
 #[derive(Debug)]
 pub struct Bridge {
     link: Arc<Link>,
+    /// To the publisher task, which keeps events in the order submitted.
+    publishing: tokio::sync::mpsc::UnboundedSender<link::Submitted>,
     runtime: tokio::runtime::Handle,
     status: Arc<StatusCell>,
     /// Dropped to stop the runtime's thread.
@@ -207,7 +209,9 @@ impl Bridge {
                     Ok(link) => {
                         let link = Arc::new(link);
                         tokio::spawn(link::heartbeat(Arc::clone(&link)));
-                        let _ = ready_tx.send(Ok((link, tokio::runtime::Handle::current())));
+                        let (publishing, queue) = tokio::sync::mpsc::unbounded_channel();
+                        tokio::spawn(link::publisher(Arc::clone(&link), queue));
+                        let _ = ready_tx.send(Ok((link, publishing, tokio::runtime::Handle::current())));
                         // Until the bridge is dropped.
                         let _ = stop_rx.await;
                     }
@@ -218,9 +222,9 @@ impl Bridge {
             });
         })?;
         match ready_rx.recv() {
-            Ok(Ok((link, runtime))) => {
+            Ok(Ok((link, publishing, runtime))) => {
                 status.set(|s| s.connected = true);
-                Ok(Bridge { link, runtime, status, stop: Some(stop_tx), thread: Some(thread) })
+                Ok(Bridge { link, publishing, runtime, status, stop: Some(stop_tx), thread: Some(thread) })
             }
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -251,8 +255,20 @@ impl Bridge {
     /// error means the event may or may not be stored: retry with the same
     /// `msg_id`, never another.
     pub fn publish(&self, line: &[u8], msg_id: &str, timeout: Duration) -> Result<u64, Error> {
-        let (link, line, msg_id) = (Arc::clone(&self.link), line.to_vec(), msg_id.to_owned());
-        self.ask(timeout + Duration::from_secs(1), async move { link.publish(line, &msg_id, timeout).await })
+        self.submit(line, msg_id, timeout).wait(timeout + Duration::from_secs(1))
+    }
+
+    /// Publishes one event without waiting: events submitted one after the
+    /// other are stored in that order, through outages too, and
+    /// [`Receipt::wait`] gives each one's position as [`Bridge::publish`]
+    /// would.
+    pub fn submit(&self, line: &[u8], msg_id: &str, timeout: Duration) -> Receipt {
+        let (answer, answered) = mpsc::sync_channel(1);
+        let event = link::Submitted { line: line.to_vec(), id: msg_id.to_owned(), timeout, answer };
+        // A send that fails (the bridge shut down) drops the answer's
+        // sender, and the receipt says so.
+        let _ = self.publishing.send(event);
+        Receipt { answered }
     }
 
     /// Delivers the stream's events from position `from` on, in order, to
@@ -316,8 +332,9 @@ impl Bridge {
     }
 
     /// Moves a name held at `revision` (from [`Claim::Taken`]) to this
-    /// server, with `value`: `false` when it changed hands meanwhile.
-    pub fn take_over(&self, name_key: &str, revision: u64, value: &[u8]) -> Result<bool, Error> {
+    /// server, with `value`: the revision that says so, or `None` when it
+    /// changed hands meanwhile.
+    pub fn take_over(&self, name_key: &str, revision: u64, value: &[u8]) -> Result<Option<u64>, Error> {
         let (link, key, value) = (Arc::clone(&self.link), name_key.to_owned(), value.to_vec());
         self.ask(link::REQUEST_TIMEOUT, async move { names::take_over(&link, &key, revision, value).await })
     }
@@ -328,12 +345,38 @@ impl Bridge {
         self.ask(link::REQUEST_TIMEOUT, async move { names::all(&link).await })
     }
 
+    /// Sends every change of a name's hands (claims, takeovers, releases,
+    /// on every server) to `sink`, from now on, until the returned
+    /// [`Subscription`] is dropped.
+    pub fn watch_names(&self, sink: mpsc::Sender<Change>) -> Subscription {
+        let task = self.runtime.spawn(names::watch_changes(Arc::clone(&self.link), sink));
+        Subscription { task: task.abort_handle() }
+    }
+
     /// Frees the names of dead servers (see the module's documentation) and
     /// sends each one this bridge freed to `sink`, until the returned
     /// [`Subscription`] is dropped.
     pub fn watch_dead(&self, sink: mpsc::Sender<Freed>) -> Subscription {
         let task = self.runtime.spawn(names::watch_dead(Arc::clone(&self.link), sink));
         Subscription { task: task.abort_handle() }
+    }
+
+    /// When this server's heartbeat was last written: once it is older than
+    /// [`Options::dead_after`], the other servers may take this one for
+    /// dead and free its members' names.
+    pub fn last_heartbeat(&self) -> Option<Instant> {
+        *self.link.last_beat.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long after its last heartbeat a server is taken for dead.
+    pub fn dead_after(&self) -> Duration {
+        self.link.dead_after
+    }
+
+    /// Whether this server's last heartbeat is older than
+    /// [`Bridge::dead_after`]: the others may take it for dead.
+    pub fn is_cut_off(&self) -> bool {
+        self.last_heartbeat().is_none_or(|beat| beat.elapsed() >= self.link.dead_after)
     }
 
     /// The connection as last seen.
@@ -367,6 +410,24 @@ impl Drop for Bridge {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// The answer to come for an event submitted.
+#[derive(Debug)]
+pub struct Receipt {
+    answered: mpsc::Receiver<Result<u64, Error>>,
+}
+
+impl Receipt {
+    /// Waits up to `timeout` for the event's position; a `Timeout` may be
+    /// waited again, the publishing goes on.
+    pub fn wait(&self, timeout: Duration) -> Result<u64, Error> {
+        match self.answered.recv_timeout(timeout) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout("the stream to store the event".into())),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }
     }
 }

@@ -26,8 +26,18 @@ pub struct Holder {
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    Claimed,
+    /// Claimed, at this revision of the bucket.
+    Claimed(u64),
     Taken(Holder),
+}
+
+/// A name changing hands: who holds it now (`None`: nobody), as of which
+/// revision of the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub name_key: String,
+    pub holder: Option<Holder>,
+    pub revision: u64,
 }
 
 /// A name freed because its server died.
@@ -77,7 +87,7 @@ pub async fn claim(link: &Link, name_key: &str, value: Vec<u8>) -> Result<Claim,
     // A name released between a failed create and the read is claimed again.
     for _ in 0..5 {
         match link.names.create(&key, stored.clone().into()).await {
-            Ok(_) => return Ok(Claim::Claimed),
+            Ok(revision) => return Ok(Claim::Claimed(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::Failed(format!("cannot claim the name: {e}"))),
         }
@@ -124,13 +134,13 @@ pub async fn release_at(link: &Link, name_key: &str, revision: u64) -> Result<bo
     }
 }
 
-/// Moves a name held at `revision` to this server, with `value`: `false`
-/// when it changed hands meanwhile.
-pub async fn take_over(link: &Link, name_key: &str, revision: u64, value: Vec<u8>) -> Result<bool, Error> {
+/// Moves a name held at `revision` to this server, with `value`: the
+/// revision that says so, or `None` when it changed hands meanwhile.
+pub async fn take_over(link: &Link, name_key: &str, revision: u64, value: Vec<u8>) -> Result<Option<u64>, Error> {
     let key = key_of(name_key)?;
     match link.names.update(&key, stored(&link.server_id, &value).into(), revision).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+        Ok(revision) => Ok(Some(revision)),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
         Err(e) => Err(Error::Failed(format!("cannot take the name over: {e}"))),
     }
 }
@@ -152,6 +162,33 @@ pub async fn all(link: &Link) -> Result<Vec<(String, Holder)>, Error> {
         }
     }
     Ok(held)
+}
+
+/// Sends every change of hands to `sink`, from now on, until its receiver
+/// is gone; a watch lost with the connection is made again from the next
+/// revision wanted.
+pub async fn watch_changes(link: Arc<Link>, sink: mpsc::Sender<Change>) {
+    let mut next: Option<u64> = None;
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let watch = match next {
+            Some(revision) => link.names.watch_all_from_revision(revision).await,
+            None => link.names.watch_all().await,
+        };
+        if let Ok(mut watch) = watch {
+            while let Some(Ok(entry)) = watch.next().await {
+                backoff = std::time::Duration::from_millis(100);
+                next = Some(entry.revision + 1);
+                let Some(name_key) = name_of(&entry.key) else { continue };
+                let holder = (entry.operation == kv::Operation::Put).then(|| holder_of(&entry.value, entry.revision));
+                if sink.send(Change { name_key, holder, revision: entry.revision }).is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+    }
 }
 
 /// Scans the names every heartbeat period and frees those of dead servers.

@@ -7,6 +7,9 @@
 //!   in a new epoch each run, as version 1 servers did without them.
 //! - `disk` keeps the latest events on disk, across restarts, in
 //!   `store::Store`.
+//! - [`Stream`] is a room's NATS JetStream stream (`chatd --cluster`),
+//!   shared by every server: it gives the positions, and the room appends
+//!   what came back from it.
 
 mod disk;
 mod stream;
@@ -120,14 +123,20 @@ pub trait History: Send + Sync + fmt::Debug {
     fn append(&self, seq: u64, time_ms: u64, line: &[u8], urgent: bool) -> Result<(), NotStored>;
     /// Every event before this position is safe: handed to the operating
     /// system, or on disk, as the server was told. Nobody is sent an event
-    /// before it is safe.
-    fn durable(&self) -> u64;
+    /// before it is safe. By default every event is safe once appended.
+    fn durable(&self) -> u64 {
+        u64::MAX
+    }
     /// Makes every event up to `seq` safe, now.
-    fn make_durable(&self, seq: u64) -> io::Result<()>;
+    fn make_durable(&self, _seq: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// The events `from..=to`, which must be safe.
     fn read(&self, from: u64, to: u64) -> io::Result<Box<dyn Replay>>;
     /// Puts everything appended on the disk: at shutdown.
-    fn sync(&self) -> io::Result<()>;
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The history of `--history 0`: nothing is kept.
@@ -167,20 +176,8 @@ impl History for Forgetful {
         Ok(())
     }
 
-    fn durable(&self) -> u64 {
-        u64::MAX
-    }
-
-    fn make_durable(&self, _: u64) -> io::Result<()> {
-        Ok(())
-    }
-
     fn read(&self, _: u64, _: u64) -> io::Result<Box<dyn Replay>> {
         Ok(Box::new(NothingKept))
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        Ok(())
     }
 }
 

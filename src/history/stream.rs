@@ -64,21 +64,9 @@ impl History for Stream {
         Ok(())
     }
 
-    fn durable(&self) -> u64 {
-        u64::MAX
-    }
-
-    fn make_durable(&self, _: u64) -> io::Result<()> {
-        Ok(())
-    }
-
     fn read(&self, from: u64, to: u64) -> io::Result<Box<dyn Replay>> {
         let chunks = self.bridge.read(from, to).map_err(io::Error::other)?;
         Ok(Box::new(StreamReplay { chunks, left: Default::default() }))
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -12,8 +12,12 @@
 //!
 //! Nobody waits on the room itself: whoever delivers events subscribes with
 //! [`Room::listen`] and is told when the log grows, and each member is told
-//! through its own [`Notify`] when it is expelled. A room spanning several
-//! servers would sit behind the same types.
+//! through its own [`Notify`] when it is expelled.
+//!
+//! A room spanning several servers (`chatd --cluster`, [`Room::clustered`])
+//! is this same room whose positions a NATS JetStream stream gives: see
+//! `stream`. Members, the log, reading and expelling are as here; joining,
+//! saying and leaving go through the stream.
 //!
 //! Every event has a position (its sequence number, counting on from the
 //! history's last one across restarts) and a time, and goes into the room's
@@ -118,12 +122,17 @@ struct Member {
     connection: Arc<dyn Notify>,
     /// The secret that lets a later connection take this membership over.
     token: String,
+    /// In a room across servers: the names bucket's revision at which it
+    /// got its name; later changes of hands concern it.
+    claimed_at: u64,
 }
 
 const PRESENT: u8 = 0;
 const LEFT: u8 = 1;
 const EXPELLED: u8 = 2;
 const REPLACED: u8 = 3;
+/// Sent away: this server lost the cluster (see `stream`).
+const UNAVAILABLE: u8 = 4;
 
 /// Why a join failed.
 #[derive(Debug)]
@@ -287,31 +296,15 @@ impl Room {
             }
             None => None,
         };
-        st.next_id += 1;
         // A takeover keeps the name as the room knows it, however it was typed.
         let name = replaced.as_ref().map_or(name, |old| old.name.clone());
-        let member = Arc::new(Member {
-            id: st.next_id,
-            cursor: AtomicU64::new(st.head()),
-            end: AtomicU64::new(u64::MAX),
-            status: AtomicU8::new(PRESENT),
-            blocked: AtomicBool::new(false),
-            connection,
-            name,
-            token: fresh_token.clone(),
-        });
+        let member = st.new_member(name, connection, fresh_token.clone(), 0);
         if replaced.is_none() {
             let line = ServerLine::Joined(member.name.to_string());
             self.append(&mut st, member.id, line_of(&line), false).map_err(JoinError::NotStored)?;
         }
-        if let Some(old) = &replaced {
-            old.end.store(st.head(), Ordering::SeqCst);
-            old.status.store(REPLACED, Ordering::SeqCst);
-            old.connection.notify();
-        }
-        st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
-        st.readers.push(Arc::clone(&member));
-        let membership = Membership { room: Arc::clone(self), member };
+        st.admit(&member, replaced.as_ref());
+        let membership = Membership::new(Arc::clone(self), member);
         let epoch = self.history.epoch().to_owned();
         Ok(Joined { membership, epoch, past, token: fresh_token, missed, replay, took_over: replaced.is_some() })
     }
@@ -420,6 +413,34 @@ impl State {
         self.base + self.log.len() as u64
     }
 
+    /// A member reading from the head on, not yet in the room.
+    fn new_member(&mut self, name: Name, connection: Arc<dyn Notify>, token: String, claimed_at: u64) -> Arc<Member> {
+        self.next_id += 1;
+        Arc::new(Member {
+            id: self.next_id,
+            cursor: AtomicU64::new(self.head()),
+            end: AtomicU64::new(u64::MAX),
+            status: AtomicU8::new(PRESENT),
+            blocked: AtomicBool::new(false),
+            connection,
+            name,
+            token,
+            claimed_at,
+        })
+    }
+
+    /// Puts a member in the room, in the place of `replaced`, which reads
+    /// nothing after this point and whose connection is told.
+    fn admit(&mut self, member: &Arc<Member>, replaced: Option<&Arc<Member>>) {
+        if let Some(old) = replaced {
+            old.end.store(self.head(), Ordering::SeqCst);
+            old.status.store(REPLACED, Ordering::SeqCst);
+            old.connection.notify();
+        }
+        self.names.insert(member.name.key().to_owned(), Arc::clone(member));
+        self.readers.push(Arc::clone(member));
+    }
+
     fn names(&self) -> Vec<String> {
         let present = self.readers.iter().filter(|m| m.status.load(Ordering::SeqCst) == PRESENT);
         present.map(|m| m.name.to_string()).collect()
@@ -481,7 +502,14 @@ impl State {
 pub struct Membership {
     room: Arc<Room>,
     member: Arc<Member>,
+    /// In a room across servers: what it said that the stream has not yet
+    /// confirmed.
+    unconfirmed: Mutex<Vec<stream::Said>>,
 }
+
+/// How many messages of one member may await the stream's confirmation
+/// before saying more waits for them.
+const MAX_UNCONFIRMED: usize = 4096;
 
 impl fmt::Debug for Membership {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -499,6 +527,19 @@ pub struct Fetched {
 }
 
 impl Membership {
+    fn new(room: Arc<Room>, member: Arc<Member>) -> Membership {
+        Membership { room, member, unconfirmed: Mutex::new(Vec::new()) }
+    }
+
+    /// Waits until everything this member said is in the room's log, in a
+    /// room across servers; at once otherwise. Before any reply that says
+    /// where it falls (a `PONG`, `NAMES`).
+    pub fn confirm(&self) -> Result<(), Unavailable> {
+        let Some(clustered) = self.room.cluster.get() else { return Ok(()) };
+        let said = std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner));
+        clustered.settle(said)
+    }
+
     pub fn name(&self) -> &Name {
         &self.member.name
     }
@@ -534,7 +575,14 @@ impl Membership {
             if self.member.status.load(Ordering::SeqCst) != PRESENT {
                 return Err(SayError::Gone);
             }
-            return clustered.say(self.member.id, &line).map(drop).map_err(SayError::Unavailable);
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner);
+            unconfirmed.push(clustered.submit(self.member.id, &line));
+            if unconfirmed.len() >= MAX_UNCONFIRMED {
+                let said = std::mem::take(&mut *unconfirmed);
+                drop(unconfirmed);
+                clustered.settle(said).map_err(SayError::Unavailable)?;
+            }
+            return Ok(());
         }
         let mut st = self.room.lock();
         if self.room.is_closed() {
@@ -593,6 +641,12 @@ impl Membership {
     /// Whether the room expelled this member for falling behind.
     pub fn is_expelled(&self) -> bool {
         self.member.status.load(Ordering::SeqCst) == EXPELLED
+    }
+
+    /// Whether the room sent this member away because this server lost the
+    /// cluster it is part of.
+    pub fn is_unavailable(&self) -> bool {
+        self.member.status.load(Ordering::SeqCst) == UNAVAILABLE
     }
 
     /// Whether a newer connection took this membership over with its token.

@@ -26,12 +26,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{line_of, JoinError, Joined, Member, Membership, Notify, Room, State, LEFT, PRESENT, REPLACED};
+use super::{
+    line_of, JoinError, Joined, Member, Membership, Notify, Room, State, LEFT, PRESENT, REPLACED, UNAVAILABLE,
+};
 use crate::cluster::{self, Bridge, Delivery, Freed, Holder};
 use crate::history::Event;
 use crate::name::Name;
 use crate::protocol::{LeaveReason, Replay, ServerLine};
-use std::sync::atomic::{AtomicBool, AtomicU8};
 
 /// How long a message or a join waits for the stream: a leader election
 /// on nats-server 2.9 takes up to about 30 s.
@@ -39,6 +40,17 @@ pub const PATIENCE: Duration = Duration::from_secs(45);
 
 /// After this long without an answer, the log says what is awaited.
 const SAY_AFTER: Duration = Duration::from_secs(3);
+
+/// How often the log says it again, however many messages wait.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// An event submitted to the stream, not yet confirmed.
+#[derive(Debug)]
+pub struct Said {
+    /// The number in its id.
+    n: u64,
+    receipt: cluster::Receipt,
+}
 
 /// How long one try at publishing a departure waits.
 const LEAVE_PATIENCE: Duration = Duration::from_secs(10);
@@ -58,6 +70,8 @@ pub struct Clustered {
     applied: Mutex<u64>,
     grew: Condvar,
     departures: Mutex<Option<mpsc::Sender<Departure>>>,
+    /// When the log last said what messages wait for.
+    last_report: Mutex<Option<Instant>>,
     /// Told once the leaver has said everything it was given.
     leaver_done: Mutex<Option<mpsc::Receiver<()>>>,
     /// The stream's events coming in, and the dead servers' names going out.
@@ -82,6 +96,16 @@ enum Departure {
     Member { key: String, name: String, token: String, reason: LeaveReason, joined: Option<(Vec<u8>, String)> },
     /// A name this server just freed; its server died.
     Lost { name: String, id: String },
+}
+
+/// A name won in the cluster.
+#[derive(Debug)]
+pub(super) struct Won {
+    /// The names bucket's revision that says so.
+    revision: u64,
+    /// When taken over with a token: the name as the room spells it, and
+    /// the server of the member it was taken from.
+    took_over: Option<(String, String)>,
 }
 
 /// Why the stream did not take an event.
@@ -134,6 +158,7 @@ impl Clustered {
     pub(super) fn start(room: &Arc<Room>, bridge: Arc<Bridge>, report: Report) -> std::io::Result<Arc<Clustered>> {
         let (departures, queue) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
+        let tell = Arc::clone(&report);
         let clustered = Arc::new(Clustered {
             bridge,
             report,
@@ -142,6 +167,7 @@ impl Clustered {
             applied: Mutex::new(room.head() - 1),
             grew: Condvar::new(),
             departures: Mutex::new(Some(departures.clone())),
+            last_report: Mutex::new(None),
             leaver_done: Mutex::new(Some(done_rx)),
             subscriptions: Mutex::new(Vec::new()),
         });
@@ -157,6 +183,7 @@ impl Clustered {
         thread::Builder::new().name("dead servers".into()).spawn(move || {
             for freed in freed {
                 let name = ClaimValue::decode(&freed.holder).name;
+                tell(&format!("server {} stopped answering: {name} is gone (LEFT {name} lost)", freed.holder.server));
                 // The same from every server that might free this claim.
                 let id = format!("lost-{}-{}", freed.holder.server, freed.holder.revision);
                 if departures.send(Departure::Lost { name, id }).is_err() {
@@ -164,8 +191,22 @@ impl Clustered {
                 }
             }
         })?;
+        let weak = Arc::downgrade(room);
+        thread::Builder::new().name("cluster watch".into()).spawn(move || watch_heartbeat(&weak))?;
+        let (changes_tx, changes) = mpsc::channel();
+        let weak = Arc::downgrade(room);
+        thread::Builder::new().name("name changes".into()).spawn(move || {
+            for change in changes {
+                let Some(room) = weak.upgrade() else { return };
+                room.name_changed(&change);
+            }
+        })?;
         let from = room.head();
-        let subscriptions = vec![clustered.bridge.subscribe(from, events_tx), clustered.bridge.watch_dead(freed_tx)];
+        let subscriptions = vec![
+            clustered.bridge.subscribe(from, events_tx),
+            clustered.bridge.watch_dead(freed_tx),
+            clustered.bridge.watch_names(changes_tx),
+        ];
         *lock(&clustered.subscriptions) = subscriptions;
         Ok(clustered)
     }
@@ -174,37 +215,75 @@ impl Clustered {
         &self.bridge
     }
 
-    /// Publishes `line`, said by member `from`, and waits until it is back
-    /// in the room's log: its position.
-    pub(super) fn say(&self, from: u64, line: &[u8]) -> Result<u64, Unavailable> {
-        self.say_as(from, line, self.new_id())
+    /// Publishes `line`, said by member `from`, without waiting: the
+    /// events a member submits are stored in that order, and
+    /// [`Clustered::settle`] waits for them.
+    pub(super) fn submit(&self, from: u64, line: &[u8]) -> Said {
+        self.submit_as(from, line, self.new_id())
     }
 
-    /// The same, with the id made for it.
-    fn say_as(&self, from: u64, line: &[u8], (n, id): (u64, String)) -> Result<u64, Unavailable> {
-        let deadline = Instant::now() + PATIENCE;
+    fn submit_as(&self, from: u64, line: &[u8], (n, id): (u64, String)) -> Said {
         lock(&self.origins).insert(n, from);
-        let seq = self.publish(line, &id, deadline).inspect_err(|_| {
-            lock(&self.origins).remove(&n);
+        Said { n, receipt: self.bridge.submit(line, &id, PATIENCE) }
+    }
+
+    /// Publishes an event and waits until it is back in the room's log: its
+    /// position.
+    fn say_now(&self, from: u64, line: &[u8], id: (u64, String)) -> Result<u64, Unavailable> {
+        let deadline = Instant::now() + PATIENCE;
+        let said = self.submit_as(from, line, id);
+        let seq = self.stored(&said, deadline).inspect_err(|_| {
+            lock(&self.origins).remove(&said.n);
         })?;
         self.wait_applied(seq, deadline)?;
         Ok(seq)
     }
 
-    /// A fresh id for an event published from here: its number, and itself.
-    fn new_id(&self) -> (u64, String) {
-        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
-        (n, format!("{}-{n}", self.bridge.server_id()))
+    /// Waits until every event of `said` is stored and back in the room's
+    /// log, saying in the log what it waits for once that takes long.
+    pub(super) fn settle(&self, said: impl IntoIterator<Item = Said>) -> Result<(), Unavailable> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = 0;
+        let mut said = said.into_iter();
+        while let Some(one) = said.next() {
+            match self.stored(&one, deadline) {
+                Ok(seq) => last = last.max(seq),
+                Err(e) => {
+                    // Whatever comes back of these now is nobody's.
+                    let mut origins = lock(&self.origins);
+                    for s in std::iter::once(one).chain(said) {
+                        origins.remove(&s.n);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.wait_applied(last, deadline)
     }
 
-    /// Publishes until stored or `deadline`, saying in the log what it waits
-    /// for once that takes long.
-    fn publish(&self, line: &[u8], id: &str, deadline: Instant) -> Result<u64, Unavailable> {
+    /// The position of an event submitted, once stored.
+    fn stored(&self, said: &Said, deadline: Instant) -> Result<u64, Unavailable> {
         let first = SAY_AFTER.min(deadline.saturating_duration_since(Instant::now()));
-        let error = match self.bridge.publish(line, id, first) {
+        match said.receipt.wait(first) {
+            Err(cluster::Error::Timeout(_)) => {}
             Ok(seq) => return Ok(seq),
-            Err(e) => e,
-        };
+            Err(e) => return Err(self.not_stored(&e)),
+        }
+        self.report_waiting();
+        let left = deadline.saturating_duration_since(Instant::now());
+        said.receipt.wait(left).map_err(|e| self.not_stored(&e))
+    }
+
+    /// Says in the log what a message waits for: once every
+    /// [`REPORT_EVERY`], however many wait.
+    fn report_waiting(&self) {
+        {
+            let mut last = lock(&self.last_report);
+            if last.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         let leader = match self.bridge.leader() {
             Ok(Some(leader)) => format!("the stream's leader is {leader}"),
             Ok(None) => "the stream has no leader yet (an election)".to_owned(),
@@ -213,25 +292,26 @@ impl Clustered {
         let status = self.bridge.status();
         let connection = if status.connected { "connected to NATS" } else { "NATS connection lost, reconnecting" };
         (self.report)(&format!(
-            "waiting for the room's stream to store an event ({error}); {connection}; {leader}; \
-             holding its PONG for up to {}s",
+            "waiting for the room's stream to store messages for {}s; {connection}; {leader}; \
+             holding their PONGs for up to {}s",
+            SAY_AFTER.as_secs(),
             PATIENCE.as_secs()
         ));
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.bridge.publish(line, id, left) {
-            Ok(seq) => {
-                (self.report)("the room's stream stores events again");
-                Ok(seq)
-            }
-            Err(e) => {
-                (self.report)(&format!("the room's stream did not store an event: {e}"));
-                Err(Unavailable(format!(
-                    "the room's stream (NATS) did not confirm it within {}s ({e}); \
-                     it may or may not be stored: reconnect, to this or another server, to find out",
-                    PATIENCE.as_secs()
-                )))
-            }
-        }
+    }
+
+    fn not_stored(&self, e: &cluster::Error) -> Unavailable {
+        (self.report)(&format!("the room's stream did not store a message: {e}"));
+        Unavailable(format!(
+            "the room's stream (NATS) did not confirm it within {}s ({e}); \
+             it may or may not be stored: reconnect, to this or another server, to find out",
+            PATIENCE.as_secs()
+        ))
+    }
+
+    /// A fresh id for an event published from here: its number, and itself.
+    fn new_id(&self) -> (u64, String) {
+        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
+        (n, format!("{}-{n}", self.bridge.server_id()))
     }
 
     /// Waits until the event at `seq` is in the room's log.
@@ -269,19 +349,18 @@ impl Clustered {
     }
 
     /// Claims a name, or takes it over with the token of the member that
-    /// holds it. `Ok(None)`: claimed afresh; `Ok(Some((name, server)))`:
-    /// taken over, from the member of that server, as the room spells it.
+    /// holds it; `Err` with the name as its holder spells it when taken.
     pub(super) fn claim(
         &self,
         key: &str,
         name: &str,
         token: Option<&str>,
         fresh: &str,
-    ) -> Result<Result<Option<(String, String)>, String>, Unavailable> {
+    ) -> Result<Result<Won, String>, Unavailable> {
         let unavailable = |e: cluster::Error| Unavailable(format!("the cluster's names cannot be reached ({e})"));
         let value = ClaimValue { token: fresh.to_owned(), name: name.to_owned(), order: None };
         let holder = match self.bridge.claim(key, &value.encode()).map_err(unavailable)? {
-            cluster::Claim::Claimed => return Ok(Ok(None)),
+            cluster::Claim::Claimed(revision) => return Ok(Ok(Won { revision, took_over: None })),
             cluster::Claim::Taken(holder) => holder,
         };
         let held = ClaimValue::decode(&holder);
@@ -290,16 +369,18 @@ impl Clustered {
         }
         let order = Some(ClaimValue::order_of(&holder));
         let value = ClaimValue { token: fresh.to_owned(), name: held.name.clone(), order };
-        if self.bridge.take_over(key, holder.revision, &value.encode()).map_err(unavailable)? {
-            Ok(Ok(Some((held.name, holder.server))))
-        } else {
-            Ok(Err(held.name))
+        match self.bridge.take_over(key, holder.revision, &value.encode()).map_err(unavailable)? {
+            Some(revision) => Ok(Ok(Won { revision, took_over: Some((held.name, holder.server)) })),
+            None => Ok(Err(held.name)),
         }
     }
 
     /// The members of every server, in join order; `None` when NATS cannot
     /// say.
     pub(super) fn names(&self) -> Option<Vec<String>> {
+        if !self.bridge.status().connected {
+            return None;
+        }
         let mut held = self.bridge.names().ok()?;
         held.sort_by_key(|(_, holder)| ClaimValue::order_of(holder));
         Some(held.iter().map(|(_, holder)| ClaimValue::decode(holder).name).collect())
@@ -373,6 +454,39 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Sends this server's members away once it has not written its heartbeat
+/// for `--dead-server-timeout`: the other servers may then take it for dead and record
+/// them as lost, and a member left here would talk into a silence, or
+/// worse, be heard while the room thinks it gone. They get `BYE
+/// unavailable` and resume on another server, or here once NATS is back.
+fn watch_heartbeat(room: &Weak<Room>) {
+    let mut cut_off = false;
+    loop {
+        thread::sleep(Duration::from_millis(500));
+        let Some(room) = room.upgrade() else { return };
+        let Some(clustered) = room.cluster.get() else { return };
+        let silent = clustered.bridge.last_heartbeat().map(|beat| beat.elapsed());
+        match silent {
+            Some(silent) if clustered.bridge.is_cut_off() => {
+                let sent = room.send_everyone_away(clustered);
+                if !cut_off || sent > 0 {
+                    (clustered.report)(&format!(
+                        "no heartbeat reached NATS for {}s: the other servers may take this one for dead; \
+                         {sent} members sent away (BYE unavailable), joins refused until NATS answers",
+                        silent.as_secs()
+                    ));
+                }
+                cut_off = true;
+            }
+            Some(_) if cut_off => {
+                (clustered.report)("NATS answers again: taking members");
+                cut_off = false;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Applies the stream's events to the room, in order, while the room lives.
 fn apply_all(room: &Weak<Room>, events: &mpsc::Receiver<Delivery>) {
     for delivery in events {
@@ -422,6 +536,49 @@ impl Room {
         }
     }
 
+    /// Sends every member of this server away ([`watch_heartbeat`]): how
+    /// many there were.
+    fn send_everyone_away(&self, clustered: &Clustered) -> usize {
+        let mut st = self.lock();
+        let head = st.head();
+        let members: Vec<Arc<Member>> = st.names.drain().map(|(_, member)| member).collect();
+        for member in &members {
+            if member.status.compare_exchange(PRESENT, UNAVAILABLE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                member.end.store(head, Ordering::SeqCst);
+                // Recorded once NATS answers, unless its client came back
+                // with its token first.
+                clustered.depart(member, LeaveReason::Lost, None);
+            }
+            member.connection.notify();
+        }
+        members.len()
+    }
+
+    /// A name changed hands in the cluster. When it was one of this server's
+    /// members' after it got it, that member's time is over: taken over with
+    /// its token on another server (`BYE replaced`, as on one server), or
+    /// freed as a dead server's while this one could not reach NATS (`BYE
+    /// unavailable`; the room has recorded it as lost).
+    fn name_changed(&self, change: &cluster::Change) {
+        let Some(clustered) = self.cluster.get() else { return };
+        let mut st = self.lock();
+        let Some(member) = st.names.get(&change.name_key).cloned() else { return };
+        if change.revision <= member.claimed_at {
+            return;
+        }
+        let (status, what) = match &change.holder {
+            Some(holder) => (REPLACED, format!("taken over with its token on server {}", holder.server)),
+            None => (UNAVAILABLE, "freed by another server, which took this one for dead".to_owned()),
+        };
+        if member.status.compare_exchange(PRESENT, status, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            member.end.store(st.head(), Ordering::SeqCst);
+            st.names.remove(&change.name_key);
+            member.connection.notify();
+            drop(st);
+            (clustered.report)(&format!("{}'s name was {what}", member.name));
+        }
+    }
+
     /// A member expelled here, in a room across servers.
     pub(super) fn expelled_in_cluster(&self, clustered: &Clustered, member: &Member) {
         clustered.depart(member, LeaveReason::Slow, None);
@@ -444,10 +601,14 @@ impl Room {
         if self.is_closed() {
             return Err(JoinError::Closed);
         }
+        if clustered.bridge.is_cut_off() {
+            let why = "this server has lost NATS, where the room is kept";
+            return Err(JoinError::Unavailable(Unavailable(why.into())));
+        }
         let claimed = clustered.claim(name.key(), name.as_str(), token, &fresh_token);
-        let took_over = match claimed.map_err(JoinError::Unavailable)? {
+        let Won { revision, took_over } = match claimed.map_err(JoinError::Unavailable)? {
             Err(holder) => return Err(JoinError::Taken(holder)),
-            Ok(took_over) => took_over,
+            Ok(won) => won,
         };
         // A takeover keeps the name as the room knows it.
         let name = match &took_over {
@@ -462,34 +623,19 @@ impl Room {
             }
             return Err(JoinError::Closed);
         }
-        st.next_id += 1;
-        let member = Arc::new(Member {
-            id: st.next_id,
-            cursor: AtomicU64::new(st.head()),
-            end: AtomicU64::new(u64::MAX),
-            status: AtomicU8::new(PRESENT),
-            blocked: AtomicBool::new(false),
-            connection,
-            name,
-            token: fresh_token.clone(),
-        });
+        let member = st.new_member(name, connection, fresh_token.clone(), revision);
         // The member it takes over from, when on this server, stops here.
         let here = took_over.as_ref().is_some_and(|(_, server)| server == clustered.bridge.server_id());
-        if let Some(old) = st.names.get(member.name.key()).filter(|_| here).cloned() {
-            old.end.store(st.head(), Ordering::SeqCst);
-            old.status.store(REPLACED, Ordering::SeqCst);
-            old.connection.notify();
-        }
-        st.names.insert(member.name.key().to_owned(), Arc::clone(&member));
-        st.readers.push(Arc::clone(&member));
+        let replaced = st.names.get(member.name.key()).filter(|_| here).cloned();
+        st.admit(&member, replaced.as_ref());
         let mut past = st.head() - 1;
         drop(st);
-        let membership = Membership { room: Arc::clone(self), member: Arc::clone(&member) };
+        let membership = Membership::new(Arc::clone(self), Arc::clone(&member));
         if took_over.is_none() {
             let line = line_of(&ServerLine::Joined(member.name.to_string()));
             let id = clustered.new_id();
             let joined_id = id.1.clone();
-            match clustered.say_as(member.id, &line, id) {
+            match clustered.say_now(member.id, &line, id) {
                 Ok(seq) => {
                     // Everything before its `JOINED` comes in the replay.
                     member.cursor.fetch_max(seq + 1, Ordering::SeqCst);

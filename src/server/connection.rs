@@ -128,6 +128,10 @@ impl Connection {
         if self.link.member().is_some_and(Membership::is_replaced) {
             return Some(End::Replaced);
         }
+        if self.link.member().is_some_and(Membership::is_unavailable) {
+            self.ctx.log.info(format_args!("{}: sent away: this server lost the cluster", self.peer));
+            return Some(End::Unavailable);
+        }
         if self.link.has_failed() {
             return Some(End::Failed(self.link.failure()));
         }
@@ -387,6 +391,9 @@ impl Session {
         match (request, link.member()) {
             (Request::Exit, _) => return Some(End::Exit),
             (Request::Ping(token), member) => {
+                if let Some(end) = member.and_then(|member| self.confirm(member)) {
+                    return Some(end);
+                }
                 let at = self.now();
                 let pong = ServerLine::Pong(token.map(str::to_owned));
                 match member {
@@ -416,13 +423,7 @@ impl Session {
                 Err(SayError::Closed) => return Some(End::Shutdown),
                 Err(SayError::Gone) if member.is_replaced() => return Some(End::Replaced),
                 Err(SayError::Gone) => return Some(End::Slow),
-                Err(SayError::Unavailable(e)) => {
-                    // No `ERR`: an `ERR` says a message was not taken, and
-                    // this one may have been. The client learns which when it
-                    // resumes, here or on another server.
-                    self.ctx.log.error(format_args!("{}: a message was not confirmed: {e}", self.peer));
-                    return Some(End::Unavailable);
-                }
+                Err(SayError::Unavailable(e)) => return Some(self.unconfirmed(&e)),
                 Err(SayError::NotStored(e)) => {
                     self.ctx.log.error(format_args!("a message was refused: {e}"));
                     let text = format!("{e}; the message was not sent to anyone, send it again later");
@@ -430,11 +431,29 @@ impl Session {
                 }
             },
             (Request::Names, Some(member)) => {
+                if let Some(end) = self.confirm(member) {
+                    return Some(end);
+                }
                 let (at, names) = member.names();
                 link.reply(at, &ServerLine::Names(names));
             }
         }
         None
+    }
+
+    /// Waits until what the member said is in the room's order (in a room
+    /// across servers), so a reply can say where it falls.
+    fn confirm(&self, member: &Membership) -> Option<End> {
+        member.confirm().err().map(|e| self.unconfirmed(&e))
+    }
+
+    /// The end of a connection whose messages the cluster did not confirm.
+    /// No `ERR`: an `ERR` says a message was not taken, and these may have
+    /// been. The client learns which when it resumes, here or on another
+    /// server.
+    fn unconfirmed(&self, e: &crate::room::Unavailable) -> End {
+        self.ctx.log.error(format_args!("{}: messages were not confirmed: {e}", self.peer));
+        End::Unavailable
     }
 
     fn join(&mut self, join: Join<'_>) -> Option<End> {

@@ -28,7 +28,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use self::connection::Connection;
 pub use self::log::{Log, Verbosity};
 use self::nudge::Nudge;
-use self::registry::Registry;
+use self::registry::{Registry, Turned};
 pub use self::shutdown::ShutdownSignal;
 pub use self::socket::KeepaliveTiming;
 use self::writers::Writers;
@@ -45,6 +45,9 @@ const THREAD_STACK: usize = 128 * 1024;
 pub struct Config {
     pub bind: SocketAddr,
     pub max_clients: usize,
+    /// Most connections from one address; this computer's own are not
+    /// counted.
+    pub max_per_address: usize,
     pub max_line: usize,
     pub max_queue: usize,
     pub join_timeout: Duration,
@@ -73,6 +76,7 @@ impl Default for Config {
         Config {
             bind: SocketAddr::from(([0, 0, 0, 0], crate::protocol::DEFAULT_PORT)),
             max_clients: 1000,
+            max_per_address: 64,
             max_line: crate::protocol::DEFAULT_MAX_LINE,
             max_queue: 4 << 20,
             join_timeout: Duration::from_secs(60),
@@ -129,7 +133,8 @@ impl Server {
         };
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
-        let ctx = Context { room, writers, registry: Registry::new(config.max_clients), log, config };
+        let ctx =
+            Context { room, writers, registry: Registry::new(config.max_clients, config.max_per_address), log, config };
         let history_summary = vec![summary];
         Ok(Server { listener, ctx: Arc::new(ctx), history_summary })
     }
@@ -213,10 +218,21 @@ impl Server {
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
         let ctx = &self.ctx;
         let nudge = Arc::new(Nudge::default());
-        let Some(ticket) = ctx.registry.admit(Arc::clone(&nudge)) else {
-            let max = ctx.registry.max();
-            let noun = if max == 1 { "connection" } else { "connections" };
-            return self.refuse(stream, peer, &format!("server full ({max} {noun})"));
+        let ticket = match ctx.registry.admit(Arc::clone(&nudge), peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(Turned::Full) => {
+                let max = ctx.registry.max();
+                let noun = if max == 1 { "connection" } else { "connections" };
+                return self.refuse(stream, peer, &format!("server full ({max} {noun}); try again later"));
+            }
+            Err(Turned::TooMany) => {
+                let max = ctx.registry.max_per_address();
+                let why = format!(
+                    "too many connections from {} ({max} at most from one computer); close one, then try again",
+                    peer.ip()
+                );
+                return self.refuse(stream, peer, &why);
+            }
         };
         if let Err(e) = socket::configure(&stream, ctx.config.dead_peer_timeout) {
             ctx.log.error(format_args!("{peer}: cannot set socket options: {e}"));
@@ -234,7 +250,7 @@ impl Server {
         self.ctx.log.info(format_args!("{peer}: turned away: {why}"));
         let lines = [
             ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() },
-            ServerLine::Err(Refusal::new(ErrorCode::Full, format!("{why}; try again later"))),
+            ServerLine::Err(Refusal::new(ErrorCode::Full, why)),
             ServerLine::Bye(ByeReason::Full),
         ];
         let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
@@ -247,8 +263,13 @@ impl Server {
 
 /// Joins the room kept in NATS: the room, and the start-up line about it.
 fn open_cluster(cluster: &ClusterConfig, config: &Config, log: Log) -> anyhow::Result<(Arc<Room>, String)> {
+    anyhow::ensure!(
+        config.history.keep > 0,
+        "--history 0 cannot go with --cluster: the servers share the room's order through its history \
+         in NATS; give --history the number of events to keep (at least 1)"
+    );
     let options = crate::cluster::Options {
-        keep: config.history.keep.max(1),
+        keep: config.history.keep,
         replicas: cluster.replicas,
         dead_after: cluster.dead_after,
         ..crate::cluster::Options::default()
