@@ -8,9 +8,9 @@
 //! `SKIPPED` without a nats-server; `MINICHAT_NATS_SERVER` chooses one.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -396,6 +396,121 @@ fn a_killed_servers_members_are_lost_in_time_and_chat_send_goes_on_elsewhere_exa
     let mut ana = two.join("Ana");
     ana.send("NAMES");
     ana.expect("NAMES watcher Ana");
+}
+
+/// A TCP relay on 127.0.0.1 to a NATS port that can be cut: every
+/// connection through it closed, and new ones closed at once, as when the
+/// network between one chatd and NATS breaks while the others still reach it.
+struct Relay {
+    port: u16,
+    /// The connections through it; `None` once cut.
+    open: Arc<Mutex<Option<Vec<TcpStream>>>>,
+}
+
+impl Relay {
+    fn to(port: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = Arc::new(Mutex::new(Some(Vec::new())));
+        let kept = Arc::clone(&open);
+        let relay = Relay { port: listener.local_addr().unwrap().port(), open };
+        thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let mut open = kept.lock().unwrap();
+                // Cut: dropped, so closed at once.
+                let Some(open) = open.as_mut() else { continue };
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+                for (from, to) in [(&client, &upstream), (&upstream, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+                open.extend([client, upstream]);
+            }
+        });
+        relay
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        for stream in self.open.lock().unwrap().take().unwrap_or_default() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_server_cut_off_from_nats_sends_its_members_away_and_chat_send_goes_on_elsewhere_exactly_once() {
+    let test = "a_server_cut_off_from_nats_sends_its_members_away_and_chat_send_goes_on_elsewhere_exactly_once";
+    let Some(nats) = Nats::start(test) else { return };
+    let relay = Relay::to(nats.port);
+    let dead_after = Duration::from_secs(4);
+    let args = ["--dead-server-timeout", "4s", "--history", "50000"];
+    let (one, two) = (chatd_on(&[relay.url()], &args), chatd_on(&[nats.url()], &args));
+    let mut watcher = two.join("watcher");
+    let mut ana = one.join("Ana");
+    watcher.expect("JOINED Ana");
+
+    const COUNT: u64 = 5000;
+    const CUT_AT: u64 = 1000;
+    let mut send = tool("chat-send", &[one.addr, two.addr], &["-n", "bulk", "--retry-for", "30s"]);
+    let writer = write_numbers(&mut send, COUNT);
+    watcher.expect("JOINED bulk");
+    let mut heard = Vec::new();
+    while heard.last().is_none_or(|line| *line != format!("MSG bulk {CUT_AT}")) {
+        assert!(heard.len() < CUT_AT as usize, "not bulk's numbers: {:?}", &heard[heard.len().saturating_sub(5)..]);
+        heard.push(watcher.recv());
+    }
+    relay.cut();
+    let cut = Instant::now();
+
+    // Ana, who said nothing, is sent away too, once the others may take
+    // her for lost.
+    let (tx, sent_away) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(ana.recv_all());
+    });
+    let rest = sent_away.recv_timeout(dead_after + PATIENCE).expect("Ana sent away in time");
+    let took = cut.elapsed();
+    println!("Ana sent away {took:?} after the cut");
+    assert_eq!(rest.last().map(String::as_str), Some("BYE unavailable"), "{rest:?}");
+    assert!(took >= dead_after / 2, "sent away {took:?} after the cut, with --dead-server-timeout {dead_after:?}");
+    // So is bulk, in the middle of sending: the other servers take it for
+    // lost as they do Ana, and it must resume elsewhere rather than wait
+    // for NATS here.
+    send.expect_stderr("reconnecting");
+    let took = cut.elapsed();
+    println!("chat-send sent away {took:?} after the cut");
+    assert!(took <= dead_after + Duration::from_secs(10), "chat-send sent away {took:?} after the cut");
+
+    let mut bulk_left = false;
+    while !bulk_left || !heard.iter().any(|line| line == "LEFT Ana lost") {
+        assert!(heard.len() < COUNT as usize + 10, "more than was said: {:?}", &heard[heard.len() - 5..]);
+        let line = watcher.recv();
+        bulk_left |= line == "LEFT bulk exit";
+        heard.push(line);
+    }
+    writer.join().unwrap().expect("all of the input written");
+    let status = send.wait();
+    let err = send.stderr();
+    assert!(status.success(), "chat-send: {status}: {err}");
+    print!("chat-send said:\n{err}");
+    assert!(err.contains(&format!("reconnected to {}", two.addr)), "{err}");
+    let numbers: Vec<u64> = heard.iter().filter_map(|line| line.strip_prefix("MSG bulk ")?.parse().ok()).collect();
+    assert_each_once_in_order(&numbers, COUNT, "heard live on the other server");
+    // bulk may have come back before or after its name was freed.
+    for line in heard.iter().filter(|line| !line.starts_with("MSG bulk ")) {
+        assert!(
+            ["LEFT Ana lost", "JOINED bulk", "LEFT bulk lost", "LEFT bulk exit"].contains(&line.as_str()),
+            "{line:?}"
+        );
+    }
+    assert_eq!(heard.iter().filter(|line| *line == "LEFT Ana lost").count(), 1, "Ana is lost once");
+    assert_each_once_in_order(&said_by_bulk(&two, "check"), COUNT, "in the room's history");
 }
 
 #[test]
