@@ -95,12 +95,30 @@ fn write_numbers(proc: &mut Proc, count: u64) -> thread::JoinHandle<std::io::Res
     })
 }
 
+/// A connection that sent `JOIN {join}` (a name and options) and had `OK
+/// JOIN`; sent again while chatd answers `ERR UNAVAILABLE` (after a NATS node
+/// died, the names' bucket may still be electing a leader), until `patience`
+/// runs out. Waits up to `ELECTION` for each answer.
+fn join_within(chatd: &Chatd, join: &str, patience: Duration) -> Client {
+    let deadline = Instant::now() + patience;
+    let name = join.split(' ').next().unwrap_or_default();
+    let mut client = chatd.connect();
+    client.stream().set_read_timeout(Some(ELECTION)).unwrap();
+    loop {
+        client.send(&format!("JOIN {join}"));
+        let reply = client.recv();
+        if reply == format!("OK JOIN {name}") {
+            return client;
+        }
+        assert!(reply.starts_with("ERR UNAVAILABLE ") && Instant::now() < deadline, "JOIN {join}: {reply:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The numbers `bulk` said, as `JOIN … LAST` on `chatd` replays them to
-/// `checker`, who then leaves.
-fn said_by_bulk(chatd: &Chatd, checker: &str) -> Vec<u64> {
-    let mut check = chatd.connect();
-    check.send(&format!("JOIN {checker} LAST 100000"));
-    check.expect(&format!("OK JOIN {checker}"));
+/// `checker`, who then leaves; `patience` as for `join_within`.
+fn said_by_bulk(chatd: &Chatd, checker: &str, patience: Duration) -> Vec<u64> {
+    let mut check = join_within(chatd, &format!("{checker} LAST 100000"), patience);
     let lines = check.sync();
     check.send("EXIT");
     check.expect_closed_after("BYE exit");
@@ -390,7 +408,7 @@ fn a_killed_servers_members_are_lost_in_time_and_chat_send_goes_on_elsewhere_exa
         heard.iter().map(String::as_str).filter(|line| !line.starts_with("MSG bulk ")).collect();
     others.sort_unstable();
     assert_eq!(others, ["LEFT Ana lost", "LEFT bulk exit"]);
-    assert_each_once_in_order(&said_by_bulk(&two, "check"), COUNT, "in the room's history");
+    assert_each_once_in_order(&said_by_bulk(&two, "check", Duration::ZERO), COUNT, "in the room's history");
 
     // Ana's name is free again.
     let mut ana = two.join("Ana");
@@ -510,7 +528,7 @@ fn a_server_cut_off_from_nats_sends_its_members_away_and_chat_send_goes_on_elsew
         );
     }
     assert_eq!(heard.iter().filter(|line| *line == "LEFT Ana lost").count(), 1, "Ana is lost once");
-    assert_each_once_in_order(&said_by_bulk(&two, "check"), COUNT, "in the room's history");
+    assert_each_once_in_order(&said_by_bulk(&two, "check", Duration::ZERO), COUNT, "in the room's history");
 }
 
 #[test]
@@ -563,15 +581,25 @@ fn the_room_keeps_talking_and_loses_nothing_when_one_of_three_nats_nodes_dies() 
     for line in heard.iter().filter(|line| !line.starts_with("MSG bulk ")) {
         assert!(["JOINED bulk", "LEFT bulk lost", "LEFT bulk exit"].contains(&line.as_str()), "{line:?}");
     }
-    assert_each_once_in_order(&said_by_bulk(&two, "check"), COUNT, "in the room's history");
+    // On nats-server 2.9, the names' bucket may still be electing.
+    assert_each_once_in_order(&said_by_bulk(&two, "check", ELECTION), COUNT, "in the room's history");
 
     // And the room goes on, on both servers.
-    let mut ana = one.join("Ana");
-    reader.expect("JOINED check");
-    reader.expect("LEFT check exit");
-    reader.expect("JOINED Ana");
+    let mut ana = join_within(&one, "Ana", ELECTION);
     ana.send("MSG after the election");
-    reader.expect("MSG Ana after the election");
+    let mut since = Vec::new();
+    loop {
+        let line = reader.recv();
+        if line == "MSG Ana after the election" {
+            break;
+        }
+        // A join refused for want of NATS may have been recorded as
+        // joined and lost.
+        let comings_and_goings = ["JOINED check", "LEFT check exit", "LEFT check lost", "JOINED Ana", "LEFT Ana lost"];
+        assert!(since.len() < 20 && comings_and_goings.contains(&line.as_str()), "{since:?} then {line:?}");
+        since.push(line);
+    }
+    assert_eq!(since.iter().filter(|line| *line == "LEFT check exit").count(), 1, "{since:?}");
 }
 
 #[test]
@@ -623,7 +651,7 @@ fn the_whole_history_comes_back_at_its_positions_when_everything_restarts() {
     let (mut check, joined) = join_tagged(&one, "check", " LAST 1000");
     let before = check.sync().iter().map(|line| seen(line)).collect::<Vec<_>>();
     assert_eq!(before.len(), 23, "2 joins, 20 messages, a leave: {before:#?}");
-    assert_eq!((before[0].seq, before[22].seq), (1, 23));
+    assert_eq!((before[0].seq, before[22].seq), (1, 23), "{before:#?}");
     assert_eq!(joined.seq, Some(23));
     assert_gapless(&before);
     // Nobody left to leave when the servers stop: the history after the
