@@ -1,11 +1,14 @@
 //! One room served by several chatd servers through NATS JetStream (`chatd
 //! --cluster`), against real nats-server and chatd processes on 127.0.0.1:
-//! members on different servers talk in one order at the same positions,
-//! names are unique across servers, a killed server's members are declared
-//! lost and a pipeline resumes on another server exactly once, the room
-//! outlives a dead NATS node and a restart of everything, and a NATS that
-//! is not there stops chatd at start-up. Every test but the last says
-//! `SKIPPED` without a nats-server; `MINICHAT_NATS_SERVER` chooses one.
+//! members on different servers talk in one order at the same positions;
+//! names are one across servers, and a membership taken over elsewhere ends
+//! where it was; a server that stops, is killed or is cut off from NATS
+//! loses its members within `--dead-server-timeout` while the clients go on
+//! with another server, missing nothing and sending each line once; the
+//! room outlives a dead NATS node, a NATS restart and a restart of
+//! everything; rooms on one NATS are apart; and a NATS that is not there
+//! stops chatd at start-up. Every test but the last says `SKIPPED` without
+//! a nats-server; `MINICHAT_NATS_SERVER` chooses one.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
