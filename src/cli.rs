@@ -37,8 +37,10 @@ With --cluster, the room is kept in NATS JetStream instead, and every chatd on t
 
 The first line on standard output is `listening on ADDRESS:PORT`, with the port \
 really bound (useful with --bind 127.0.0.1:0); the lines after it say how another \
-computer reaches this one, and the last one where the history is and how much of it \
-there is (`history: N events in DIR ...`). The log goes to standard error.";
+computer reaches this one and whether the room is announced on the LAN (mDNS / DNS-SD, so \
+that the clients there find it with no address; never when bound to loopback, and not with \
+--no-announce), and the last one where the history is and how much of it there is \
+(`history: N events in DIR ...`). The log goes to standard error.";
 
 /// `chatd`'s options.
 #[derive(Debug, Parser)]
@@ -47,6 +49,17 @@ pub struct ChatdArgs {
     /// Address and port to listen on; a port alone means all IPv4 addresses.
     #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5000", env = "CHATD_BIND", value_parser = parse_bind)]
     pub bind: SocketAddr,
+
+    /// The room's name as the clients list it when they look for rooms on the LAN [default: this computer's
+    /// name]. Up to 63 bytes.
+    #[arg(long, value_name = "TEXT", value_parser = crate::discovery::parse_label)]
+    pub label: Option<String>,
+
+    /// Do not announce the room on the LAN (mDNS / DNS-SD, _minichat._tcp): clients must then be given its
+    /// address. A server bound to loopback is never announced; one bound to one address is announced on that
+    /// address's interface only.
+    #[arg(long)]
+    pub no_announce: bool,
 
     /// Most connections at once, joined or not; one more is told ERR FULL and BYE full. Each takes a thread and
     /// a descriptor (see the open-file limit, ulimit -n).
