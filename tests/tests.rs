@@ -8,6 +8,7 @@ mod clients_pipeline;
 mod clients_resume;
 mod clients_servers;
 mod cluster;
+mod discovery;
 mod generated_docs;
 mod hostile;
 mod install;

@@ -1,0 +1,213 @@
+//! Finding the room with no address: chatd announces itself with mDNS /
+//! DNS-SD (`_minichat._tcp`) and the clients given no server look for it.
+//! Every test runs on a LAN of network namespaces of its own (see
+//! `util::netns`), so no multicast ever leaves them; outside namespaces every
+//! test gives its clients a server, and every chatd there is bound to
+//! loopback, which is never announced (the harness checks its start-up line).
+//!
+//! The waits are chatd's start-up line saying the announcement went out, and
+//! then the clients' own bounded look (1.5 s). Without root, `ip`, `nft` (or
+//! tmux, where `chat` is driven), each test says `SKIPPED: …` and returns.
+
+use std::process::{Command, ExitStatus};
+
+use crate::util::netns::{Host, Lan, NsChatd, Proc};
+use crate::util::tmux::{last_line, quote, Tmux};
+use crate::util::{bin, TempDir, PATIENCE};
+
+/// Starts chatd on `host` where a person would (all addresses, port 5000)
+/// and returns it with its start-up line about the LAN, which comes once
+/// the announcement went out.
+fn start_room(host: &Host, args: &[&str]) -> (NsChatd, String) {
+    let chatd = NsChatd::start(host.ns(), &[&["--bind", "0.0.0.0:5000"], args].concat());
+    let said = lan_line(&chatd);
+    (chatd, said)
+}
+
+/// chatd's start-up line about the LAN: after `listening on` and the hints.
+fn lan_line(chatd: &NsChatd) -> String {
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let line = chatd.next_stdout_line();
+        if line.contains("announc") {
+            return line;
+        }
+        seen.push(line);
+    }
+    panic!("no line about the LAN in chatd's start-up: {seen:?}");
+}
+
+/// A client binary on `host` given no server: neither `--server` nor
+/// `CHAT_SERVER`, nor anything else from the environment of whoever runs
+/// the tests.
+fn unaimed(host: &Host, program: &str) -> Command {
+    let mut command = host.command(bin(program));
+    command.env_remove("CHAT_NAME").env_remove("CHAT_SERVER").env("USER", "tester");
+    command
+}
+
+/// What a finished client did: its exit status, its standard output's
+/// lines and its standard error.
+fn finish(mut proc: Proc) -> (ExitStatus, Vec<String>, String) {
+    let status = proc.wait();
+    let mut out = Vec::new();
+    // Its output ends with it; each line was already read.
+    while let Some(line) = proc.line_within(PATIENCE) {
+        out.push(line);
+    }
+    (status, out, proc.stderr())
+}
+
+#[test]
+fn a_client_on_another_host_finds_the_only_room_with_no_address() {
+    let Some(lan) = Lan::or_skip(4, &[]) else { return };
+    let (a, b, c, d) = (lan.host(0), lan.host(1), lan.host(2), lan.host(3));
+    let (kitchen, said) = start_room(a, &["--label", "kitchen"]);
+    assert_eq!(said, "announced on the LAN as \"kitchen\": chat finds it with no --server");
+    // Two servers that must not be found: one told not to announce, and one
+    // on loopback, which no other computer could reach.
+    let (_quiet, said) = start_room(c, &["--label", "quiet", "--no-announce"]);
+    assert_eq!(said, "not announced on the LAN (--no-announce)");
+    let local = NsChatd::start(d.ns(), &["--bind", "127.0.0.1:5000", "--label", "local"]);
+    assert_eq!(
+        lan_line(&local),
+        "not announced on the LAN: bound to loopback (127.0.0.1), which no other computer can reach"
+    );
+
+    let server = format!("{}:5000", a.addr());
+    let found = format!("found the room \"kitchen\" at {server} on the LAN (--server HOST:PORT chooses another)");
+    let mut watcher = b.join(server.parse().unwrap(), "watcher");
+    let mut tail = unaimed(b, "chat-tail");
+    tail.args(["--count", "1"]);
+    let tail = Proc::spawn(tail, "chat-tail");
+    kitchen.expect_joined_from("tester-tail", b.addr());
+    watcher.expect("JOINED tester-tail");
+
+    let mut send = unaimed(b, "chat-send");
+    send.args(["--name", "Bo", "hola"]);
+    let (status, _, err) = finish(Proc::spawn(send, "chat-send"));
+    assert!(status.success(), "chat-send: {status}; {err}");
+    assert_eq!(err, format!("chat-send: {found}\n"));
+    watcher.expect("JOINED Bo");
+    watcher.expect("MSG Bo hola");
+
+    let (status, out, err) = finish(tail);
+    assert!(status.success(), "chat-tail: {status}; {err}");
+    assert_eq!(out, ["* Bo joined", "Bo: hola"]);
+    assert_eq!(err, format!("chat-tail: {found}\n"));
+}
+
+#[test]
+fn with_two_rooms_the_pipeline_tools_stop_with_both_and_chat_list_prints_both() {
+    let Some(lan) = Lan::or_skip(3, &[]) else { return };
+    let (a, b, c) = (lan.host(0), lan.host(1), lan.host(2));
+    let (_kitchen, said) = start_room(a, &["--label", "kitchen"]);
+    assert!(said.starts_with("announced"), "{said}");
+    let (_attic, said) = start_room(b, &["--label", "attic"]);
+    assert!(said.starts_with("announced"), "{said}");
+    let (kitchen, attic) = (format!("{}:5000", a.addr()), format!("{}:5000", b.addr()));
+
+    // All three look at once.
+    let mut send = unaimed(c, "chat-send");
+    send.arg("hola");
+    let send = Proc::spawn(send, "chat-send");
+    let tail = Proc::spawn(unaimed(c, "chat-tail"), "chat-tail");
+    let mut list = unaimed(c, "chat");
+    list.arg("--list");
+    let list = Proc::spawn(list, "chat --list");
+
+    let rooms = format!(
+        "2 chat rooms found on the LAN; say which with --server (or CHAT_SERVER):\n  --server {attic:<22} # attic\n  --server {kitchen:<22} # kitchen\n"
+    );
+    for (program, proc) in [("chat-send", send), ("chat-tail", tail)] {
+        let (status, out, err) = finish(proc);
+        assert_eq!(status.code(), Some(7), "{program}: {err}");
+        assert_eq!(err, format!("{program}: {rooms}"));
+        assert!(out.is_empty(), "{program}: {out:?}");
+    }
+    let (status, out, err) = finish(list);
+    assert!(status.success(), "chat --list: {status}; {err}");
+    assert_eq!(out, [format!("{attic}\tattic"), format!("{kitchen}\tkitchen")]);
+    assert_eq!(err, "");
+
+    // An address given by hand wins, and nobody looks.
+    for (server, env) in [(&kitchen, false), (&attic, true)] {
+        let mut send = c.command(bin("chat-send"));
+        send.env_remove("CHAT_NAME").env("USER", "tester");
+        if env {
+            send.env("CHAT_SERVER", server);
+        } else {
+            send.env_remove("CHAT_SERVER").args(["--server", server]);
+        }
+        send.args(["--name", "Cy", "by hand"]);
+        let (status, _, err) = finish(Proc::spawn(send, "chat-send --server"));
+        assert!(status.success(), "chat-send to {server}: {status}; {err}");
+        assert_eq!(err, "");
+    }
+}
+
+#[test]
+fn chat_asks_which_of_two_rooms_and_joins_the_one_chosen() {
+    let Some(lan) = Lan::or_skip(3, &["tmux"]) else { return };
+    let (a, b, c) = (lan.host(0), lan.host(1), lan.host(2));
+    let (kitchen, _) = start_room(a, &["--label", "kitchen"]);
+    let (_attic, _) = start_room(b, &["--label", "attic"]);
+    let state = TempDir::new("discovery-chat");
+    let command = format!(
+        "env -u CHAT_NAME -u CHAT_SERVER XDG_STATE_HOME={} {}; echo EXITED:$?",
+        quote(&state.path().display().to_string()),
+        quote(&bin("chat").display().to_string()),
+    );
+    let chat = c.within(|| Tmux::start(&command));
+    chat.wait_for("the room prompt", |screen| last_line(screen) == "room (1-2):");
+    let screen = chat.screen();
+    for line in [
+        "2 rooms on the LAN:".to_owned(),
+        format!("  1) \"attic\" at {}:5000", b.addr()),
+        format!("  2) \"kitchen\" at {}:5000", a.addr()),
+    ] {
+        assert!(screen.lines().any(|l| l.trim_end() == line), "no {line:?} in:\n{screen}");
+    }
+    chat.type_line("3");
+    chat.wait_for_line("type the number of a room, from 1 to 2");
+    chat.type_line("2");
+    chat.wait_for_line("name:");
+    chat.type_line("Ana");
+    chat.wait_for_line(&format!("* you are Ana on {}:5000; /help lists the commands", a.addr()));
+    kitchen.expect_joined_from("Ana", c.addr());
+    chat.type_line("/quit");
+    chat.wait_for_line("EXITED:0");
+}
+
+#[test]
+fn with_multicast_blocked_the_error_says_why_and_the_address_by_hand_still_works() {
+    let Some(lan) = Lan::or_skip(2, &["nft"]) else { return };
+    let (a, b) = (lan.host(0), lan.host(1));
+    lan.block_multicast();
+    let (_kitchen, said) = start_room(a, &["--label", "kitchen"]);
+    // chatd sent it; the switch drops it.
+    assert!(said.starts_with("announced"), "{said}");
+
+    let mut send = unaimed(b, "chat-send");
+    send.arg("hola");
+    let send = Proc::spawn(send, "chat-send");
+    let mut list = unaimed(b, "chat");
+    list.arg("--list");
+    let list = Proc::spawn(list, "chat --list");
+    let (status, _, err) = finish(send);
+    assert_eq!(status.code(), Some(3), "chat-send: {err}");
+    assert!(err.starts_with("chat-send: no chat room found on the LAN within 1.5 s: "), "{err}");
+    for why in ["no chatd may be running", "client isolation", "block multicast", "--server HOST:PORT"] {
+        assert!(err.contains(why), "no {why:?} in {err:?}");
+    }
+    let (status, out, err) = finish(list);
+    assert_eq!(status.code(), Some(3), "chat --list: {err}");
+    assert!(out.is_empty(), "{out:?}");
+    assert!(err.starts_with("chat: no chat room found on the LAN"), "{err}");
+
+    let mut send = b.command(bin("chat-send"));
+    let server = format!("{}:5000", a.addr());
+    send.env_remove("CHAT_NAME").env_remove("CHAT_SERVER").env("USER", "tester").args(["--server", &server, "hola"]);
+    let (status, _, err) = finish(Proc::spawn(send, "chat-send --server"));
+    assert!(status.success(), "chat-send --server {server}: {status}; {err}");
+}
