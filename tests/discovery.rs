@@ -46,6 +46,23 @@ fn unaimed(host: &Host, program: &str) -> Command {
     command
 }
 
+/// mDNS's multicast groups.
+const MDNS_V4: &str = "224.0.0.251";
+const MDNS_V6: &str = "ff02::fb";
+
+/// The multicast groups joined on `host`, on one device or all of them, as
+/// `ip maddr` lists them.
+fn multicast_groups(host: &Host, device: Option<&str>) -> String {
+    let mut command = Command::new("ip");
+    command.args(["-n", host.ns().name(), "maddr", "show"]);
+    if let Some(device) = device {
+        command.args(["dev", device]);
+    }
+    let out = command.output().expect("run ip maddr");
+    assert!(out.status.success(), "ip maddr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("ip's output is text")
+}
+
 /// What a finished client did: its exit status, its standard output's
 /// lines and its standard error.
 fn finish(mut proc: Proc) -> (ExitStatus, Vec<String>, String) {
@@ -73,6 +90,9 @@ fn a_client_on_another_host_finds_the_only_room_with_no_address() {
         lan_line(&local),
         "not announced on the LAN: bound to loopback (127.0.0.1), which no other computer can reach"
     );
+    // Nor does it listen for mDNS anywhere: no responder was started.
+    let groups = multicast_groups(d, None);
+    assert!(!groups.contains(MDNS_V4) && !groups.contains(MDNS_V6), "{groups}");
 
     let server = format!("{}:5000", a.addr());
     let found = format!("found the room \"kitchen\" at {server} on the LAN (--server HOST:PORT chooses another)");
@@ -210,4 +230,47 @@ fn with_multicast_blocked_the_error_says_why_and_the_address_by_hand_still_works
     send.env_remove("CHAT_NAME").env_remove("CHAT_SERVER").env("USER", "tester").args(["--server", &server, "hola"]);
     let (status, _, err) = finish(Proc::spawn(send, "chat-send --server"));
     assert!(status.success(), "chat-send --server {server}: {status}; {err}");
+}
+
+#[test]
+fn a_server_bound_to_one_address_speaks_mdns_on_that_interface_only() {
+    let Some(lan) = Lan::or_skip(2, &[]) else { return };
+    let (a, b) = (lan.host(0), lan.host(1));
+    // A second network on host a, which must not hear of the room.
+    a.ns().ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "eth1-end"]).unwrap();
+    a.ns().ip(&["addr", "add", "10.254.0.1/24", "dev", "eth1"]).unwrap();
+    a.ns().ip(&["link", "set", "eth1-end", "up"]).unwrap();
+    a.ns().ip(&["link", "set", "eth1", "up"]).unwrap();
+
+    // Bound to every address, chatd listens for mDNS on both networks: what
+    // is looked at below can show an interface that should not be there.
+    let everywhere = NsChatd::start(a.ns(), &["--bind", "0.0.0.0:5001", "--label", "everywhere"]);
+    assert!(lan_line(&everywhere).starts_with("announced"));
+    for device in ["eth0", "eth1"] {
+        let groups = multicast_groups(a, Some(device));
+        assert!(groups.contains(MDNS_V4), "{device}: {groups}");
+    }
+    drop(everywhere);
+
+    let server = format!("{}:5000", a.addr());
+    let (chatd, said) = start_room_bound(a, &server, "kitchen");
+    assert!(said.starts_with("announced"), "{said}");
+    let groups = multicast_groups(a, Some("eth0"));
+    assert!(groups.contains(MDNS_V4), "eth0: {groups}");
+    let groups = multicast_groups(a, Some("eth1"));
+    assert!(!groups.contains(MDNS_V4) && !groups.contains(MDNS_V6), "eth1: {groups}");
+
+    let mut list = unaimed(b, "chat");
+    list.arg("--list");
+    let (status, out, err) = finish(Proc::spawn(list, "chat --list"));
+    assert!(status.success(), "chat --list: {status}; {err}");
+    assert_eq!(out, [format!("{server}\tkitchen")]);
+    drop(chatd);
+}
+
+/// Starts chatd on `host` bound to `bind`, labelled `label`; see `start_room`.
+fn start_room_bound(host: &Host, bind: &str, label: &str) -> (NsChatd, String) {
+    let chatd = NsChatd::start(host.ns(), &["--bind", bind, "--label", label]);
+    let said = lan_line(&chatd);
+    (chatd, said)
 }
