@@ -135,6 +135,10 @@ fn with_two_rooms_the_pipeline_tools_stop_with_both_and_chat_list_prints_both() 
     let mut list = unaimed(c, "chat");
     list.arg("--list");
     let list = Proc::spawn(list, "chat --list");
+    // On a server's own computer too: through its LAN interface, not loopback.
+    let mut own = unaimed(a, "chat");
+    own.arg("--list");
+    let own = Proc::spawn(own, "chat --list on kitchen's host");
 
     let rooms = format!(
         "2 chat rooms found on the LAN; say which with --server (or CHAT_SERVER):\n  --server {attic:<22} # attic\n  --server {kitchen:<22} # kitchen\n"
@@ -145,10 +149,12 @@ fn with_two_rooms_the_pipeline_tools_stop_with_both_and_chat_list_prints_both() 
         assert_eq!(err, format!("{program}: {rooms}"));
         assert!(out.is_empty(), "{program}: {out:?}");
     }
-    let (status, out, err) = finish(list);
-    assert!(status.success(), "chat --list: {status}; {err}");
-    assert_eq!(out, [format!("{attic}\tattic"), format!("{kitchen}\tkitchen")]);
-    assert_eq!(err, "");
+    for list in [list, own] {
+        let (status, out, err) = finish(list);
+        assert!(status.success(), "chat --list: {status}; {err}");
+        assert_eq!(out, [format!("{attic}\tattic"), format!("{kitchen}\tkitchen")]);
+        assert_eq!(err, "");
+    }
 
     // An address given by hand wins, and nobody looks.
     for (server, env) in [(&kitchen, false), (&attic, true)] {
