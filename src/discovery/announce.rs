@@ -119,6 +119,13 @@ pub fn announce(bound: SocketAddr, label: &str, patience: Duration) -> Result<An
     }
     let monitor = announcement.daemon.monitor().map_err(failed)?;
     announcement.daemon.register(info).map_err(failed)?;
+    // With no network up yet (a service started before it), there is
+    // nothing to wait for: the responder announces the room once one is.
+    let interfaces = crate::lan::interface_addresses();
+    if !interfaces.iter().any(|ip| scope != Scope::Ipv4 || ip.is_ipv4()) {
+        announcement.confirmed = Err("no network interface is up besides loopback; it will be once one is".into());
+        return Ok(announcement);
+    }
     announcement.confirmed = wait_until_sent(&monitor, Instant::now() + patience);
     Ok(announcement)
 }
