@@ -134,15 +134,17 @@ pub fn announce(bound: SocketAddr, label: &str, patience: Duration) -> Result<An
 /// interface; by `deadline`, why not (its last error, if it had one).
 fn wait_until_sent(monitor: &mdns_sd::Receiver<DaemonEvent>, deadline: Instant) -> Result<(), String> {
     let mut why = "no interface has sent it yet".to_owned();
-    // Each turn takes an event or ends at the deadline.
-    loop {
+    // The deadline is checked on every turn, not only while waiting: on a
+    // busy LAN events keep coming (each answer sent is one).
+    while Instant::now() < deadline {
         match monitor.recv_deadline(deadline) {
             Ok(DaemonEvent::Announce(..)) => return Ok(()),
             Ok(DaemonEvent::Error(e)) => why = e.to_string(),
             Ok(_) => {}
-            Err(_) => return Err(why),
+            Err(_) => break,
         }
     }
+    Err(why)
 }
 
 impl fmt::Debug for Announcement {
