@@ -132,6 +132,8 @@ fn with_two_rooms_the_pipeline_tools_stop_with_both_and_chat_list_prints_both() 
     send.arg("hola");
     let send = Proc::spawn(send, "chat-send");
     let tail = Proc::spawn(unaimed(c, "chat-tail"), "chat-tail");
+    // chat with input from a pipe cannot ask either.
+    let piped = Proc::spawn(unaimed(c, "chat"), "piped chat");
     let mut list = unaimed(c, "chat");
     list.arg("--list");
     let list = Proc::spawn(list, "chat --list");
@@ -143,7 +145,7 @@ fn with_two_rooms_the_pipeline_tools_stop_with_both_and_chat_list_prints_both() 
     let rooms = format!(
         "2 chat rooms found on the LAN; say which with --server (or CHAT_SERVER):\n  --server {attic:<22} # attic\n  --server {kitchen:<22} # kitchen\n"
     );
-    for (program, proc) in [("chat-send", send), ("chat-tail", tail)] {
+    for (program, proc) in [("chat-send", send), ("chat-tail", tail), ("chat", piped)] {
         let (status, out, err) = finish(proc);
         assert_eq!(status.code(), Some(7), "{program}: {err}");
         assert_eq!(err, format!("{program}: {rooms}"));
