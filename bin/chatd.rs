@@ -53,7 +53,11 @@ fn announce_on_lan(args: &ChatdArgs, bound: SocketAddr) -> (Option<Announcement>
     let announced =
         if args.no_announce { Err(NotAnnounced::Off) } else { discovery::announce(bound, &label, ANNOUNCE_PATIENCE) };
     match announced {
-        Ok(announcement) => {
+        Ok(mut announcement) => {
+            if !args.quiet {
+                let label = label.clone();
+                announcement.on_sent_later(move || eprintln!("chatd: announced on the LAN as \"{label}\" at last"));
+            }
             let said = match &announcement.confirmed {
                 Ok(()) => format!("announced on the LAN as \"{label}\": chat finds it with no --server"),
                 Err(why) => format!("announcing on the LAN as \"{label}\", not sent yet: {why}"),

@@ -25,6 +25,9 @@ pub struct Announcement {
     /// Whether the responder said it sent the announcement (`false`: not yet
     /// within the time allowed, and why).
     pub confirmed: Result<(), String>,
+    /// The responder's events, kept while the announcement is not
+    /// confirmed: see `on_sent_later`.
+    events: Option<mdns_sd::Receiver<DaemonEvent>>,
 }
 
 /// Why a server is not announced.
@@ -111,7 +114,7 @@ pub fn announce(bound: SocketAddr, label: &str, patience: Duration) -> Result<An
     };
     let fullname = info.get_fullname().to_owned();
     let daemon = ServiceDaemon::new().map_err(failed)?;
-    let mut announcement = Announcement { daemon, fullname, confirmed: Ok(()) };
+    let mut announcement = Announcement { daemon, fullname, confirmed: Ok(()), events: None };
     let (disable, enable) = selections(scope);
     announcement.daemon.disable_interface(disable).map_err(failed)?;
     if !enable.is_empty() {
@@ -124,10 +127,32 @@ pub fn announce(bound: SocketAddr, label: &str, patience: Duration) -> Result<An
     let interfaces = crate::lan::interface_addresses();
     if !interfaces.iter().any(|ip| scope != Scope::Ipv4 || ip.is_ipv4()) {
         announcement.confirmed = Err("no network interface is up besides loopback; it will be once one is".into());
-        return Ok(announcement);
+    } else {
+        announcement.confirmed = wait_until_sent(&monitor, Instant::now() + patience);
     }
-    announcement.confirmed = wait_until_sent(&monitor, Instant::now() + patience);
+    // Confirmed, the events are of no more use: dropping them unsubscribes.
+    announcement.events = announcement.confirmed.is_err().then_some(monitor);
     Ok(announcement)
+}
+
+impl Announcement {
+    /// When the announcement was not confirmed at start-up, calls `sent`
+    /// from a thread of its own once it goes out (a network came up), so
+    /// that the log can say so; the thread ends then, or when the
+    /// announcement is dropped.
+    pub fn on_sent_later(&mut self, sent: impl FnOnce() + Send + 'static) {
+        let Some(events) = self.events.take() else { return };
+        std::thread::spawn(move || {
+            // Each turn takes one event; dropping the announcement stops the
+            // responder, which closes the channel.
+            while let Ok(event) = events.recv() {
+                if let DaemonEvent::Announce(..) = event {
+                    sent();
+                    return;
+                }
+            }
+        });
+    }
 }
 
 /// Waits for the responder's word that the announcement went out on an
