@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,redis-streams,python|none]`
 //!
+//! The `cluster` scenarios run two chatd on one nats-server's JetStream
+//! (`chatd --cluster`, issue 13) beside one chatd alone.
+//!
 //! The load generator is one thread over epoll, so it stays small next to
 //! the server (its CPU is printed beside the server's). The exit status is 0
 //! whatever the figures; 1 if the benchmark itself failed against chatd (a
@@ -36,9 +39,10 @@ use std::time::{Duration, Instant};
 use scenarios::{chatd_options, Scenario, Settings};
 use servers::Kind;
 
-const USAGE: &str = "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow,history] \
+const USAGE: &str =
+    "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow,history,cluster] \
                      [--against nats,redis,redis-streams,python|none]";
-const GROUPS: [&str; 6] = ["fanout", "latency", "idle", "bulk", "slow", "history"];
+const GROUPS: [&str; 7] = ["fanout", "latency", "idle", "bulk", "slow", "history", "cluster"];
 
 #[derive(Debug)]
 struct Options {
@@ -103,6 +107,12 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
     plan.push(Scenario::Replay { events: replayed });
     plan.push(Scenario::Resume { events: replayed });
     plan.push(Scenario::Startup { events: kept });
+    // Two chatd on one JetStream, beside one chatd: --quick with 100 members.
+    let members = if quick { 100 } else { 1000 };
+    plan.push(Scenario::ClusterFanout { subscribers: members, publishers: 2 });
+    let latency_sizes: &[usize] = if quick { &[100] } else { &[100, 1000] };
+    plan.extend(latency_sizes.iter().map(|&subscribers| Scenario::ClusterLatency { subscribers, deliveries: 100_000 }));
+    plan.push(Scenario::ClusterPublish { senders: 4 });
     let settings = if quick {
         Settings {
             run: Duration::from_secs(1),
@@ -148,6 +158,8 @@ fn main() -> ExitCode {
     let fd_limit = system::raise_fd_limit(65_536);
 
     let mut kinds = Kind::CHATDS.to_vec();
+    // Its rows say so when there is no nats-server.
+    kinds.push(Kind::ChatdCluster);
     let mut missing = Vec::new();
     for &kind in &options.against {
         match kind.program() {
@@ -172,7 +184,7 @@ fn main() -> ExitCode {
     println!();
     print!("{}", report::table(&rows));
     println!();
-    let others: Vec<Kind> = kinds[1..].to_vec();
+    let others: Vec<Kind> = kinds[1..].iter().copied().filter(|&k| k != Kind::ChatdCluster).collect();
     let ratios = if others.is_empty() { String::new() } else { report::ratios(&rows, &others) };
     if !ratios.is_empty() {
         print!("{ratios}");
@@ -212,6 +224,11 @@ fn print_header(
             Kind::Python => " running benches/baseline/chat_server.py (a thread per client, one lock)",
             Kind::RedisStreams => {
                 " (a stream: XADD / XREAD BLOCK, --appendonly yes --appendfsync everysec, its own --dir)"
+            }
+            Kind::ChatdCluster if Kind::ChatdCluster.program().is_err() => " (skipped: no nats-server)",
+            Kind::ChatdCluster => {
+                " (cluster scenarios only: two chatd --cluster nats://… --room bench on one nats-server -js \
+                 with its own -sd DIR; members and publishers split between them; CPU is all three processes')"
             }
             _ => " (pub/sub on one subject)",
         };

@@ -61,6 +61,8 @@ struct Member {
     awaiting_pong: bool,
     /// Subscribers: the next sequence number expected from each publisher.
     next: Vec<u64>,
+    /// Publishers: their flow's index.
+    flow: Option<usize>,
     last_ns: u64,
     max_gap_ns: u64,
 }
@@ -74,6 +76,10 @@ struct Flow {
     done_blocks: u64,
     /// For the blocks after those: how many subscribers have received each.
     counts: VecDeque<u32>,
+    /// `publish_acked`: the messages sent before each PING not yet answered,
+    /// and the messages the server has answered for.
+    pings: VecDeque<u64>,
+    acked: u64,
 }
 
 /// Everything read, per connection and in all.
@@ -91,6 +97,8 @@ pub struct Tally {
     /// Latency and gaps are recorded only while measuring.
     pub measuring: bool,
     pub latency: Histogram,
+    /// When the server last answered a publisher's PING of `publish_acked`.
+    pub last_ack_ns: u64,
     /// Subscriber deliveries in all, and when the last one arrived.
     pub delivered: u64,
     pub last_delivery_ns: u64,
@@ -115,6 +123,7 @@ impl Tally {
             pongs_due: 0,
             measuring: false,
             latency: Histogram::default(),
+            last_ack_ns: 0,
             delivered: 0,
             last_delivery_ns: 0,
             out_of_order: 0,
@@ -195,6 +204,13 @@ impl Handler for Tally {
                 self.ready += 1;
                 self.last_ready_ns = now;
             }
+            // Answers come in order: those of publish_acked's PINGs before
+            // a barrier's sent after them.
+            Event::Pong if member.flow.is_some_and(|f| !self.flows[f].pings.is_empty()) => {
+                let flow = &mut self.flows[member.flow.expect("checked")];
+                flow.acked = flow.pings.pop_front().expect("checked");
+                self.last_ack_ns = now;
+            }
             Event::Pong if member.awaiting_pong => {
                 member.awaiting_pong = false;
                 self.pongs_due -= 1;
@@ -226,7 +242,8 @@ pub struct Load {
     pub net: Net,
     pub tally: Tally,
     proto: Proto,
-    addr: SocketAddr,
+    /// Members connect to each in turn (a cluster's servers).
+    addrs: Vec<SocketAddr>,
 }
 
 /// When the join of all members began and ended.
@@ -237,8 +254,13 @@ pub struct Joined {
 }
 
 impl Load {
-    pub fn new(proto: Proto, addr: SocketAddr, payloads: Payloads) -> anyhow::Result<Load> {
-        Ok(Load { net: Net::new()?, tally: Tally::new(payloads), proto, addr })
+    /// A room on the servers at `addrs`: the first member connects to the
+    /// first, the next to the next, and so on round.
+    pub fn new(proto: Proto, addrs: &[SocketAddr], payloads: Payloads) -> anyhow::Result<Load> {
+        if addrs.is_empty() {
+            bail!("no server address");
+        }
+        Ok(Load { net: Net::new()?, tally: Tally::new(payloads), proto, addrs: addrs.to_vec() })
     }
 
     pub fn ids(&self, role: Role) -> Vec<usize> {
@@ -284,14 +306,18 @@ impl Load {
             Role::Silent => format!("q{index}"),
         };
         let greeting = self.proto.greeting(role != Role::Publisher, &name);
-        let id = self.net.connect(self.addr, self.proto, greeting)?;
+        let addr = self.addrs[self.net.len() % self.addrs.len()];
+        let id = self.net.connect(addr, self.proto, greeting)?;
         let mut member = Member { role: Some(role), ..Member::default() };
         match role {
             Role::Subscriber => {
                 member.next = vec![0; publishers.max(1)];
                 self.tally.subscribers += 1;
             }
-            Role::Publisher => self.tally.flows.push(Flow { id, ..Flow::default() }),
+            Role::Publisher => {
+                member.flow = Some(self.tally.flows.len());
+                self.tally.flows.push(Flow { id, ..Flow::default() });
+            }
             Role::Silent => {}
         }
         self.tally.members.push(member);
@@ -399,6 +425,13 @@ impl Load {
     }
 
     fn send(&mut self, publisher: usize, count: u64) {
+        let id = self.write(publisher, count);
+        self.net.flush(id, &mut self.tally);
+    }
+
+    /// Writes `count` messages of `publisher` to its output, unflushed;
+    /// returns its connection.
+    fn write(&mut self, publisher: usize, count: u64) -> usize {
         let flow = &mut self.tally.flows[publisher];
         let (id, first) = (flow.id, flow.sent);
         flow.sent += count;
@@ -407,7 +440,49 @@ impl Load {
         for seq in first..first + count {
             self.proto.publish(out, publisher, seq, t_ns);
         }
-        self.net.flush(id, &mut self.tally);
+        id
+    }
+
+    /// Publishes for `duration` as fast as the server confirms: each
+    /// publisher sends a PING after every batch and stays at most `window`
+    /// messages ahead of the PONGs it has had (a chatd's PONG comes once it
+    /// has taken every message before it: appended to its store, or
+    /// published to the cluster's stream and acknowledged). Then waits,
+    /// until `deadline` at the latest, for the PONGs still due. Returns when
+    /// sending started, in `now_ns` time, and whether every PONG came.
+    pub fn publish_acked(&mut self, window: u64, duration: Duration, deadline: Instant) -> anyhow::Result<(u64, bool)> {
+        if self.tally.flows.is_empty() {
+            bail!("no publisher");
+        }
+        let start_ns = now_ns();
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            for i in 0..self.tally.flows.len() {
+                loop {
+                    let flow = &self.tally.flows[i];
+                    let room = (flow.acked + window).saturating_sub(flow.sent).min(BATCH);
+                    if room == 0 || self.net.unsent(flow.id) >= MAX_UNSENT || !self.net.is_open(flow.id) {
+                        break;
+                    }
+                    let id = self.write(i, room);
+                    self.proto.ping(self.net.out(id));
+                    let flow = &mut self.tally.flows[i];
+                    flow.pings.push_back(flow.sent);
+                    self.net.flush(id, &mut self.tally);
+                }
+            }
+            self.net.poll(Duration::from_millis(10), &mut self.tally)?;
+        }
+        let due = |tally: &Tally| tally.flows.iter().any(|f| !f.pings.is_empty());
+        while due(&self.tally) && self.tally.closed == 0 && Instant::now() < deadline {
+            self.net.poll(Duration::from_millis(10), &mut self.tally)?;
+        }
+        Ok((start_ns, !due(&self.tally)))
+    }
+
+    /// Messages the server confirmed to `publish_acked`.
+    pub fn acked(&self) -> u64 {
+        self.tally.flows.iter().map(|f| f.acked).sum()
     }
 
     /// Publishes `count` messages in all, shared among the publishers, as

@@ -212,8 +212,14 @@ fn headline(row: &Row) -> Option<(&'static str, f64, bool)> {
         Scenario::Idle { .. } => row.rss_per_member_kib.map(|k| ("RSS/member", k, false)),
         Scenario::Bulk { .. } => row.wall.map(|w| ("wall time", w.as_secs_f64(), false)),
         Scenario::Slow { .. } => row.stall_ns.map(|s| ("longest stall", s as f64, false)),
-        // chatd's alone: nothing to compare with.
-        Scenario::Replay { .. } | Scenario::Resume { .. } | Scenario::Startup { .. } => None,
+        // chatd's alone: nothing to compare with. The cluster's are compared
+        // in its targets, with one chatd.
+        Scenario::Replay { .. }
+        | Scenario::Resume { .. }
+        | Scenario::Startup { .. }
+        | Scenario::ClusterFanout { .. }
+        | Scenario::ClusterLatency { .. }
+        | Scenario::ClusterPublish { .. } => None,
     }
 }
 
@@ -411,7 +417,91 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
         }
     }
     history_targets(rows, &mut line);
+    cluster_targets(rows, &mut line);
     out
+}
+
+/// Two chatd on one JetStream against one chatd: fan-out at least half of
+/// one chatd's, p99 under 10 ms at 100,000 deliveries a second; the
+/// publish rate and nats-server's pub/sub for information.
+fn cluster_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
+    let ok = |scenario, kind| find(rows, scenario, kind).filter(|r| r.failure.is_none() && r.incomplete.is_none());
+    let cluster_scenarios = scenarios_of(rows, |s| {
+        matches!(s, Scenario::ClusterFanout { .. } | Scenario::ClusterLatency { .. } | Scenario::ClusterPublish { .. })
+    });
+    for scenario in cluster_scenarios {
+        let label = scenario.label();
+        let Some(cluster) = find(rows, scenario, Kind::ChatdCluster) else { continue };
+        if let Some(skipped) = cluster.notes.iter().find(|n| n.starts_with("skipped")) {
+            line(format!("{label}: {skipped}"), Verdict::NotRun);
+            continue;
+        }
+        let why = |row: &Row| {
+            row.failure.clone().or_else(|| row.incomplete.clone()).unwrap_or_else(|| "no figure".to_owned())
+        };
+        let alone = ok(scenario, Kind::Chatd);
+        match scenario {
+            Scenario::ClusterFanout { .. } => {
+                let (Some(ours), Some(one)) =
+                    (ok(scenario, Kind::ChatdCluster).and_then(|r| r.rate), alone.and_then(|r| r.rate))
+                else {
+                    line(format!("{label}: cluster ≥ 0.5 × one chatd: not measured ({})", why(cluster)), Verdict::Miss);
+                    continue;
+                };
+                line(
+                    format!(
+                        "{label}: two chatd on JetStream {}/s ≥ 0.5 × one chatd alone ({}/s): {:.2}×",
+                        rate(ours),
+                        rate(one),
+                        ours / one
+                    ),
+                    check(ours >= 0.5 * one),
+                );
+                if let Some(nats) = ok(scenario, Kind::Nats).and_then(|r| r.rate) {
+                    line(
+                        format!(
+                            "{label}: the cluster {}/s beside nats-server's core pub/sub {}/s: {:.2}× (no target)",
+                            rate(ours),
+                            rate(nats),
+                            ours / nats
+                        ),
+                        Verdict::Info,
+                    );
+                }
+            }
+            Scenario::ClusterLatency { .. } => {
+                let Some(row) = ok(scenario, Kind::ChatdCluster).filter(|r| r.p99_ns.is_some()) else {
+                    line(format!("{label}: cluster p99 < 10 ms: not measured ({})", why(cluster)), Verdict::Miss);
+                    continue;
+                };
+                let p99 = row.p99_ns.unwrap_or(0);
+                let one = alone.and_then(|r| r.p99_ns).map_or("not measured".to_owned(), nanos);
+                line(
+                    format!(
+                        "{label}: two chatd on JetStream p50 {} p99 {} < 10 ms (one chatd alone: p99 {one})",
+                        or_dash(row.p50_ns, nanos),
+                        nanos(p99)
+                    ),
+                    check(p99 < 10_000_000),
+                );
+            }
+            Scenario::ClusterPublish { .. } => {
+                let Some(ours) = ok(scenario, Kind::ChatdCluster).and_then(|r| r.rate) else {
+                    line(format!("{label}: cluster publish rate: not measured ({})", why(cluster)), Verdict::Miss);
+                    continue;
+                };
+                let one = alone.and_then(|r| r.rate);
+                let beside = one.map_or("one chatd alone: not measured".to_owned(), |one| {
+                    format!("one chatd alone {} msgs/s: {:.2}×", rate(one), ours / one)
+                });
+                line(
+                    format!("{label}: the room's stream takes {} msgs/s, confirmed; {beside} (no target)", rate(ours)),
+                    Verdict::Info,
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The history's figures: the issue gives targets for the start-up and its

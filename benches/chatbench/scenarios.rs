@@ -37,6 +37,15 @@ pub enum Scenario {
     /// chatd restarted on a history of `events` messages (`--history events`):
     /// its start-up time, memory, and bytes on disk.
     Startup { events: u64 },
+    /// Fan-out through two chatd on one JetStream (the members and the
+    /// publishers split between them), beside one chatd and nats-server.
+    ClusterFanout { subscribers: usize, publishers: usize },
+    /// Latency through two chatd on one JetStream, the publisher on the
+    /// first and the subscribers split between them, beside one chatd.
+    ClusterLatency { subscribers: usize, deliveries: u64 },
+    /// `senders` members (split between the two chatd) publishing as fast
+    /// as the room's stream confirms them, beside one chatd.
+    ClusterPublish { senders: usize },
 }
 
 /// Durations and sizes, from `--quick` or not.
@@ -91,7 +100,10 @@ pub fn chatd_options(scenario: Scenario) -> Vec<String> {
         | Scenario::Slow { .. }
         | Scenario::Replay { .. }
         | Scenario::Resume { .. }
-        | Scenario::Startup { .. } => &["--max-clients", "20000", "--rate-limit", "0"],
+        | Scenario::Startup { .. }
+        | Scenario::ClusterFanout { .. }
+        | Scenario::ClusterLatency { .. }
+        | Scenario::ClusterPublish { .. } => &["--max-clients", "20000", "--rate-limit", "0"],
         Scenario::Idle { .. } => &["--max-clients", "20000"],
         Scenario::Bulk { .. } => &[],
     };
@@ -118,6 +130,13 @@ impl Scenario {
                 format!("history start-up {}M", events / 1_000_000)
             }
             Scenario::Startup { events } => format!("history start-up {}k", events / 1000),
+            Scenario::ClusterFanout { subscribers, publishers } => {
+                format!("cluster fan-out N={subscribers} P={publishers}")
+            }
+            Scenario::ClusterLatency { subscribers, deliveries } => {
+                format!("cluster latency N={subscribers} @{}k/s", deliveries / 1000)
+            }
+            Scenario::ClusterPublish { senders } => format!("cluster publish S={senders}"),
         }
     }
 
@@ -130,14 +149,25 @@ impl Scenario {
             Scenario::Bulk { .. } => "bulk",
             Scenario::Slow { .. } => "slow",
             Scenario::Replay { .. } | Scenario::Resume { .. } | Scenario::Startup { .. } => "history",
+            Scenario::ClusterFanout { .. } | Scenario::ClusterLatency { .. } | Scenario::ClusterPublish { .. } => {
+                "cluster"
+            }
         }
     }
 
     /// Bulk needs chat-send, which speaks chat only. chatd's variants (the
     /// store off, `--sync always`) show what the store costs where it costs
     /// most: fan-out to 100 members and more.
+    ///
+    /// The cluster runs its own scenarios alone, beside one chatd (and in
+    /// fan-out nats-server's pub/sub).
     pub fn applies_to(self, kind: Kind) -> bool {
         match (self, kind) {
+            (Scenario::ClusterFanout { .. }, kind) => matches!(kind, Kind::ChatdCluster | Kind::Chatd | Kind::Nats),
+            (Scenario::ClusterLatency { .. } | Scenario::ClusterPublish { .. }, kind) => {
+                matches!(kind, Kind::ChatdCluster | Kind::Chatd)
+            }
+            (_, Kind::ChatdCluster | Kind::NatsJetStream) => false,
             (Scenario::Replay { .. } | Scenario::Resume { .. } | Scenario::Startup { .. }, kind) => kind == Kind::Chatd,
             (Scenario::Fanout { subscribers, .. }, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => subscribers >= 100,
             (_, Kind::ChatdNoStore | Kind::ChatdSyncAlways) => false,
@@ -155,6 +185,12 @@ impl Scenario {
 /// the scenario or of the server is in `row.failure`.
 pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
     let mut row = Row::new(scenario, kind);
+    if kind == Kind::ChatdCluster {
+        if let Err(why) = kind.program() {
+            row.notes.push(format!("skipped: no nats-server ({why})"));
+            return row;
+        }
+    }
     if let Scenario::Startup { events } = scenario {
         // Starts and stops its servers itself.
         if let Err(e) = history::startup(&mut row, events, settings.fill_limit) {
@@ -180,6 +216,13 @@ pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
         Scenario::Replay { events } => history::replay_last(&server, &mut row, events),
         Scenario::Resume { events } => history::resume_since(&server, &mut row, events),
         Scenario::Startup { .. } => unreachable!("handled above"),
+        Scenario::ClusterFanout { subscribers, publishers } => {
+            fanout(&server, &mut row, subscribers, publishers, settings)
+        }
+        Scenario::ClusterLatency { subscribers, deliveries } => {
+            latency(&server, &mut row, subscribers, deliveries, settings)
+        }
+        Scenario::ClusterPublish { senders } => publish(&server, &mut row, senders, settings),
     };
     if kind.is_chatd() {
         row.notes.extend(server.logged().map(|log| format!("chatd: {log}")));
@@ -208,11 +251,19 @@ struct Clocks {
     server: Duration,
     own: Duration,
     machine: Duration,
+    /// A cluster's processes, each.
+    parts: Vec<(&'static str, Duration)>,
 }
 
 impl Clocks {
     fn start(server: &Server) -> Clocks {
-        Clocks { wall: Instant::now(), server: server.cpu(), own: own_cpu(), machine: machine_busy() }
+        Clocks {
+            wall: Instant::now(),
+            server: server.cpu(),
+            own: own_cpu(),
+            machine: machine_busy(),
+            parts: server.cpu_parts(),
+        }
     }
 
     /// Fills the CPU columns, as a fraction of one core.
@@ -221,6 +272,14 @@ impl Clocks {
         row.server_cpu = Some((server.cpu() - self.server).as_secs_f64() / wall);
         row.gen_cpu = Some((own_cpu() - self.own).as_secs_f64() / wall);
         row.machine_cpu = Some((machine_busy() - self.machine).as_secs_f64() / wall);
+        let parts: Vec<String> = (self.parts.iter().zip(server.cpu_parts()))
+            .map(|((name, before), (_, after))| {
+                format!("{name} {:.0}%", (after - *before).as_secs_f64() / wall * 100.0)
+            })
+            .collect();
+        if !parts.is_empty() {
+            row.notes.push(format!("srv CPU: {}", parts.join(", ")));
+        }
     }
 }
 
@@ -234,12 +293,24 @@ fn roles(subscribers: usize, silent: usize, publishers: usize) -> Vec<Role> {
 /// Connects and joins everyone, then waits until each has read what the
 /// joins sent it (chat's `JOINED` lines), so the measurement starts clean.
 pub fn join_all(server: &Server, roles: &[Role], payloads: Payloads) -> anyhow::Result<Load> {
-    let mut load = Load::new(server.kind.proto(), server.addr, payloads)?;
+    let mut load = Load::new(server.kind.proto(), &server.addrs, payloads)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let joined = load.join(roles, 100, deadline)?;
     ensure!(joined.all, "only {} of {} joined within 30 s: {:?}", load.tally.ready, roles.len(), load.tally.errors);
     let listening: Vec<usize> = (0..load.net.len()).filter(|&id| roles[id] != Role::Silent).collect();
     ensure!(load.barrier(&listening, deadline)?, "no PONG from every member within 30 s: {:?}", load.tally.errors);
+    Ok(load)
+}
+
+/// `join_all`; in the cluster's scenarios the time it took, from the first
+/// connection to every member's `PONG`, goes in the join column (each JOIN
+/// and its JOINED lines go through the stream there).
+fn join_timed(server: &Server, row: &mut Row, roles: &[Role]) -> anyhow::Result<Load> {
+    let start = Instant::now();
+    let load = join_all(server, roles, Payloads::Timed)?;
+    if row.scenario.group() == "cluster" {
+        row.join = Some(start.elapsed());
+    }
     Ok(load)
 }
 
@@ -276,7 +347,7 @@ fn fanout(
     publishers: usize,
     settings: &Settings,
 ) -> anyhow::Result<Load> {
-    let mut load = join_all(server, &roles(subscribers, 0, publishers), Payloads::Timed)?;
+    let mut load = join_timed(server, row, &roles(subscribers, 0, publishers))?;
     let clocks = Clocks::start(server);
     let start_ns = load.publish(Pace::Window(settings.window(subscribers) / publishers as u64), settings.run)?;
     let settled = load.settle(Instant::now() + settings.settle_limit)?;
@@ -292,7 +363,7 @@ fn latency(
     deliveries_per_s: u64,
     settings: &Settings,
 ) -> anyhow::Result<Load> {
-    let mut load = join_all(server, &roles(subscribers, 0, 1), Payloads::Timed)?;
+    let mut load = join_timed(server, row, &roles(subscribers, 0, 1))?;
     let clocks = Clocks::start(server);
     let rate = deliveries_per_s as f64 / subscribers as f64;
     let start_ns = load.publish(Pace::Rate(rate), settings.run)?;
@@ -306,7 +377,7 @@ fn idle(server: &Server, row: &mut Row, members: usize, settings: &Settings) -> 
     // Let the server finish starting before taking its base memory.
     std::thread::sleep(Duration::from_millis(100));
     let before = server.rss_kib()?;
-    let mut load = Load::new(server.kind.proto(), server.addr, Payloads::Timed)?;
+    let mut load = Load::new(server.kind.proto(), &server.addrs, Payloads::Timed)?;
     let clocks = Clocks::start(server);
     let start_ns = now_ns();
     let joined = load.join(&vec![Role::Subscriber; members], 100, Instant::now() + settings.join_limit)?;
@@ -395,6 +466,42 @@ fn bulk(server: &Server, row: &mut Row, lines: u64) -> anyhow::Result<Load> {
             "LOSS: {} of {lines} lines read, {} out of order",
             load.tally.delivered, load.tally.out_of_order
         ));
+    }
+    Ok(load)
+}
+
+/// Messages in flight per sender in the publish scenario: 4 batches of
+/// 256, each followed by a PING.
+const PUBLISH_WINDOW: u64 = 1024;
+
+/// `senders` members publish for the run, each at most `PUBLISH_WINDOW`
+/// messages ahead of the PONGs it has had. Figure: messages confirmed (a
+/// PONG after them) a second, from the first sent to the last PONG. Every
+/// sender is a member and reads every message too, as a room's members do.
+fn publish(server: &Server, row: &mut Row, senders: usize, settings: &Settings) -> anyhow::Result<Load> {
+    let mut load = join_timed(server, row, &roles(0, 0, senders))?;
+    let clocks = Clocks::start(server);
+    let (start_ns, settled) =
+        load.publish_acked(PUBLISH_WINDOW, settings.run, Instant::now() + settings.run + settings.settle_limit)?;
+    clocks.stop(server, row);
+    let (acked, sent) = (load.acked(), load.sent());
+    let elapsed = load.tally.last_ack_ns.saturating_sub(start_ns) as f64 / 1e9;
+    if elapsed > 0.0 {
+        row.rate = Some(acked as f64 / elapsed);
+    }
+    let senders = if senders == 1 { "1 sender".to_owned() } else { format!("{senders} senders") };
+    row.notes.push(format!(
+        "msgs/s: {acked} messages confirmed by PONG in {elapsed:.2} s, {senders}, {PUBLISH_WINDOW} in flight each"
+    ));
+    if !settled {
+        row.incomplete = Some(format!(
+            "{} of {sent} messages still unconfirmed {} s after publishing",
+            sent - acked,
+            settings.settle_limit.as_secs()
+        ));
+    }
+    if !load.tally.errors.is_empty() {
+        row.notes.push(format!("errors: {}", load.tally.errors.join("; ")));
     }
     Ok(load)
 }

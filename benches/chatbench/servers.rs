@@ -6,6 +6,12 @@
 //! chatd keeps its history in a data directory and refuses a second chatd on
 //! one directory, so every chatd gets a fresh one of its own under
 //! `target/tmp` ([`DataDir`]), never the user's default, removed afterwards.
+//!
+//! `chatd-cluster` is three processes: a nats-server with JetStream (its
+//! store in a `DataDir` too) and two chatd started with `--cluster` on it and
+//! one `--room`. The first chatd is the [`Server`]; the nats-server and the
+//! second chatd are its companions, stopped with it, and the generator
+//! spreads the members over both chatd ([`Server::addrs`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -45,6 +51,12 @@ pub enum Kind {
     /// second): the durable peer of chatd's store.
     RedisStreams,
     Python,
+    /// Two chatd serving one room through one nats-server's JetStream
+    /// (`--cluster`), the members split between them.
+    ChatdCluster,
+    /// The nats-server with JetStream that a `ChatdCluster` keeps its room
+    /// in: started and stopped as part of the cluster, never on its own.
+    NatsJetStream,
 }
 
 impl Kind {
@@ -62,11 +74,13 @@ impl Kind {
             Kind::Redis => "redis",
             Kind::RedisStreams => "redis-streams",
             Kind::Python => "python",
+            Kind::ChatdCluster => "chatd-cluster",
+            Kind::NatsJetStream => "nats-jetstream",
         }
     }
 
     pub fn is_chatd(self) -> bool {
-        Kind::CHATDS.contains(&self)
+        Kind::CHATDS.contains(&self) || self == Kind::ChatdCluster
     }
 
     /// What this variant of chatd adds to every scenario's options.
@@ -80,18 +94,20 @@ impl Kind {
 
     pub fn proto(self) -> Proto {
         match self {
-            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::Python => Proto::Chat,
-            Kind::Nats => Proto::Nats,
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::ChatdCluster | Kind::Python => Proto::Chat,
+            Kind::Nats | Kind::NatsJetStream => Proto::Nats,
             Kind::Redis => Proto::Redis,
             Kind::RedisStreams => Proto::RedisStreams,
         }
     }
 
-    /// The program to run, or why it cannot be.
+    /// The program to run, or why it cannot be. A cluster needs
+    /// nats-server as much as chatd: without it, this says why.
     pub fn program(self) -> Result<PathBuf, String> {
         let (name, package) = match self {
             Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => return Ok(PathBuf::from(CHATD)),
-            Kind::Nats => ("nats-server", "nats-server"),
+            Kind::ChatdCluster => return nats_server().map(|_| PathBuf::from(CHATD)),
+            Kind::Nats | Kind::NatsJetStream => return nats_server(),
             Kind::Redis | Kind::RedisStreams => ("redis-server", "redis-server"),
             Kind::Python => ("python3", "python3"),
         };
@@ -100,12 +116,39 @@ impl Kind {
 
     /// The program's version, for the header.
     pub fn version(self) -> String {
+        if self == Kind::ChatdCluster {
+            return format!("{} + {}", Kind::Chatd.version(), Kind::NatsJetStream.version());
+        }
         let Ok(program) = self.program() else { return "not installed".into() };
         let flag = if self.is_chatd() { "-V" } else { "--version" };
         let out = Command::new(program).arg(flag).output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_owned())
             .unwrap_or_default()
     }
+}
+
+/// The nats-server to run, found as the tests find it
+/// (`tests/util/nats.rs`): `MINICHAT_NATS_SERVER`, else the first
+/// `nats-server` on the `PATH` that answers `--version` (pyenv's shims may
+/// name one of another Python), else Debian's `/usr/sbin/nats-server`.
+pub fn nats_server() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("MINICHAT_NATS_SERVER") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("MINICHAT_NATS_SERVER={} is not a file", path.display()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let candidates = std::env::split_paths(&path).map(|dir| dir.join("nats-server"));
+    for candidate in candidates.chain([PathBuf::from("/usr/sbin/nats-server")]) {
+        let runs = Command::new(&candidate).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if runs.is_ok_and(|status| status.success()) {
+            return Ok(candidate);
+        }
+    }
+    Err("no nats-server; apt-get install nats-server (or set MINICHAT_NATS_SERVER) to compare".into())
 }
 
 /// A fresh, empty directory under `target/tmp` for one server's data,
@@ -171,6 +214,8 @@ impl Drop for DataDir {
 pub struct Server {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// Where members connect, in turn: `addr` alone, or a cluster's chatd.
+    pub addrs: Vec<SocketAddr>,
     /// From spawning the program to its accepting connections (chatd: to
     /// its `listening on` line, which comes once its history is loaded).
     pub startup: Duration,
@@ -178,13 +223,36 @@ pub struct Server {
     log: PathBuf,
     /// Kept until the server is dropped: the directory goes with the last.
     data: Option<Rc<DataDir>>,
+    /// A cluster's other processes: its second chatd, then its nats-server
+    /// (stopped last, once no chatd needs it).
+    companions: Vec<Server>,
 }
 
 impl Server {
     /// Starts a `kind` server on 127.0.0.1 (chatd with `options` added) and
     /// waits until it accepts connections.
     pub fn start(kind: Kind, options: &[&str]) -> anyhow::Result<Server> {
+        if kind == Kind::ChatdCluster {
+            return Server::start_cluster(options);
+        }
         Server::start_on(kind, options, None, Duration::from_secs(10))
+    }
+
+    /// A nats-server with JetStream, then two chatd with `--cluster` on it
+    /// and one `--room` (and `options`), each waited for in turn.
+    fn start_cluster(options: &[&str]) -> anyhow::Result<Server> {
+        let limit = Duration::from_secs(10);
+        let nats = Server::spawn(Kind::NatsJetStream, "nats-jetstream", &[], None, limit)?;
+        let url = format!("nats://{}", nats.addr);
+        let mut cluster = options.to_vec();
+        cluster.extend(["--cluster", &url, "--room", "bench"]);
+        // On an error, what started is killed in reverse order: a chatd,
+        // then the NATS.
+        let mut first = Server::spawn(Kind::ChatdCluster, "chatd-cluster-a", &cluster, None, limit)?;
+        let second = Server::spawn(Kind::ChatdCluster, "chatd-cluster-b", &cluster, None, limit)?;
+        first.addrs = vec![first.addr, second.addr];
+        first.companions = vec![second, nats];
+        Ok(first)
     }
 
     /// Starts a `kind` server on `data` (chatd's `--data-dir`; a new one when
@@ -195,27 +263,46 @@ impl Server {
         data: Option<Rc<DataDir>>,
         limit: Duration,
     ) -> anyhow::Result<Server> {
+        Server::spawn(kind, kind.name(), options, data, limit)
+    }
+
+    /// One process of `kind`, its log in `target/tmp/chatbench-<label>.log`.
+    fn spawn(
+        kind: Kind,
+        label: &str,
+        options: &[&str],
+        data: Option<Rc<DataDir>>,
+        limit: Duration,
+    ) -> anyhow::Result<Server> {
         let program = kind.program().map_err(|e| anyhow!(e))?;
         let data = match data {
-            None if kind.is_chatd() || kind == Kind::RedisStreams => Some(DataDir::new(kind.name())?),
+            None if kind.is_chatd() || matches!(kind, Kind::RedisStreams | Kind::NatsJetStream) => {
+                Some(DataDir::new(label)?)
+            }
             data => data,
         };
-        let log = log_path(kind);
+        let log = log_path(label);
         let stderr = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(&program);
         command.stdin(Stdio::null()).stderr(stderr);
         let port = match kind {
-            Kind::Nats | Kind::Redis | Kind::RedisStreams => free_port()?,
+            Kind::Nats | Kind::NatsJetStream | Kind::Redis | Kind::RedisStreams => free_port()?,
             _ => 0,
         };
         match kind {
-            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => {
+            // With --cluster chatd keeps nothing in --data-dir; it gets one
+            // anyway, so it never falls back on the user's.
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::ChatdCluster => {
                 let data = data.as_ref().expect("chatd always has a data directory");
                 command.arg("--data-dir").arg(data.path());
                 command.args(["--bind", "127.0.0.1:0", "-q"]).args(kind.chatd_variant()).args(options)
             }
             Kind::Python => command.arg(PYTHON_SERVER),
             Kind::Nats => command.args(["-a", "127.0.0.1", "-p", &port.to_string()]),
+            Kind::NatsJetStream => {
+                let data = data.as_ref().expect("JetStream always has a store directory");
+                command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(data.path())
+            }
             Kind::Redis => command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]).args([
                 "--save",
                 "",
@@ -249,9 +336,14 @@ impl Server {
             wait_for_port(port, limit)
         };
         let startup = spawned.elapsed();
-        let mut server = Server { kind, addr: SocketAddr::from(([127, 0, 0, 1], 0)), startup, child, log, data };
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut server =
+            Server { kind, addr: unbound, addrs: Vec::new(), startup, child, log, data, companions: Vec::new() };
         match addr {
-            Ok(addr) => server.addr = addr,
+            Ok(addr) => {
+                server.addr = addr;
+                server.addrs = vec![addr];
+            }
             Err(e) => {
                 let _ = server.child.kill();
                 let _ = server.child.wait();
@@ -270,8 +362,21 @@ impl Server {
         self.child.id()
     }
 
+    /// CPU used so far: a cluster's is its processes' together.
     pub fn cpu(&self) -> Duration {
-        process_cpu(self.pid()).unwrap_or_default()
+        let companions: Duration = self.companions.iter().map(Server::cpu).sum();
+        process_cpu(self.pid()).unwrap_or_default() + companions
+    }
+
+    /// A cluster's processes and the CPU each has used so far: where the
+    /// cluster's CPU goes. Empty for a server of one process.
+    pub fn cpu_parts(&self) -> Vec<(&'static str, Duration)> {
+        if self.companions.is_empty() {
+            return Vec::new();
+        }
+        let own = process_cpu(self.pid()).unwrap_or_default();
+        let others = self.companions.iter().zip(["chatd b", "nats-server"]).map(|(c, n)| (n, c.cpu()));
+        std::iter::once(("chatd a", own)).chain(others).collect()
     }
 
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
@@ -281,6 +386,16 @@ impl Server {
     /// What chatd logged (with -q, its errors): how many lines and the last
     /// one, which explains a scenario that went wrong.
     pub fn logged(&self) -> Option<String> {
+        if self.kind == Kind::ChatdCluster && !self.companions.is_empty() {
+            let chatds = std::iter::once(self).chain(self.companions.iter().filter(|c| c.kind == Kind::ChatdCluster));
+            let logs: Vec<String> =
+                chatds.zip(["a", "b"]).filter_map(|(c, n)| Some(format!("{n}: {}", c.logged_alone()?))).collect();
+            return (!logs.is_empty()).then(|| logs.join("; "));
+        }
+        self.logged_alone()
+    }
+
+    fn logged_alone(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         let last = text.lines().last()?;
         Some(format!("{} log lines, the last: {last}", text.lines().count()))
@@ -288,6 +403,9 @@ impl Server {
 
     /// An error if the server has exited (crashed) while it should be serving.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for companion in &mut self.companions {
+            companion.check_alive()?;
+        }
         match self.child.try_wait()? {
             None => Ok(()),
             Some(status) => {
@@ -302,11 +420,29 @@ impl Server {
     pub fn terminate(&mut self) -> anyhow::Result<()> {
         self.check_alive()?;
         kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM)?;
+        // A cluster's NATS is stopped in `wait`, after its chatd.
+        for companion in self.companions.iter().filter(|c| c.kind != Kind::NatsJetStream) {
+            kill(Pid::from_raw(companion.pid() as i32), Signal::SIGTERM)?;
+        }
         Ok(())
     }
 
     /// Waits for the server to exit; kills it after 10 s. chatd must exit 0.
     pub fn wait(mut self) -> anyhow::Result<()> {
+        let companions = std::mem::take(&mut self.companions);
+        let chatd = self.wait_alone();
+        let mut outcome = chatd;
+        for mut companion in companions {
+            if companion.kind == Kind::NatsJetStream {
+                companion.terminate()?;
+            }
+            let done = companion.wait_alone();
+            outcome = outcome.and(done);
+        }
+        outcome
+    }
+
+    fn wait_alone(mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(status) = self.child.try_wait()? {
@@ -345,8 +481,8 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-fn log_path(kind: Kind) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chatbench-{}.log", kind.name()))
+fn log_path(label: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chatbench-{label}.log"))
 }
 
 /// A port nobody listens on now, for servers that cannot pick their own and
