@@ -1,10 +1,13 @@
 //! chatd: the room server. Parses options, runs the library's server.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use minichat::cli::ChatdArgs;
+use minichat::discovery::{self, Announcement, NotAnnounced};
 use minichat::exit_codes as exit;
 use minichat::server::{announce, Server, ShutdownSignal};
 
@@ -27,10 +30,40 @@ fn run(args: &ChatdArgs) -> anyhow::Result<()> {
     // the server is still wanted.
     let mut out = std::io::stdout().lock();
     let _ = announce(server.local_addr(), &mut out);
+    // On the LAN too, unless bound to loopback or told not to; kept until
+    // the server stops, when the room says goodbye.
+    let (_announcement, said) = announce_on_lan(args, server.local_addr());
+    let _ = writeln!(out, "{said}");
     for line in server.history_summary() {
         let _ = writeln!(out, "{line}");
     }
     let _ = out.flush();
     drop(out);
     server.serve(&shutdown)
+}
+
+/// How long start-up waits for the announcement to go out: about a second
+/// is spent first making sure no other service on the LAN has its name.
+const ANNOUNCE_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Announces the room on the LAN; returns the announcement and the start-up
+/// line that says what became of it.
+fn announce_on_lan(args: &ChatdArgs, bound: SocketAddr) -> (Option<Announcement>, String) {
+    let label = args.label.clone().unwrap_or_else(discovery::default_label);
+    let announced =
+        if args.no_announce { Err(NotAnnounced::Off) } else { discovery::announce(bound, &label, ANNOUNCE_PATIENCE) };
+    match announced {
+        Ok(mut announcement) => {
+            if !args.quiet {
+                let label = label.clone();
+                announcement.on_sent_later(move || eprintln!("chatd: announced on the LAN as \"{label}\" at last"));
+            }
+            let said = match &announcement.confirmed {
+                Ok(()) => format!("announced on the LAN as \"{label}\": chat finds it with no --server"),
+                Err(why) => format!("announcing on the LAN as \"{label}\", not sent yet: {why}"),
+            };
+            (Some(announcement), said)
+        }
+        Err(not) => (None, not.to_string()),
+    }
 }

@@ -37,8 +37,10 @@ With --cluster, the room is kept in NATS JetStream instead, and every chatd on t
 
 The first line on standard output is `listening on ADDRESS:PORT`, with the port \
 really bound (useful with --bind 127.0.0.1:0); the lines after it say how another \
-computer reaches this one, and the last one where the history is and how much of it \
-there is (`history: N events in DIR ...`). The log goes to standard error.";
+computer reaches this one and whether the room is announced on the LAN (mDNS / DNS-SD, so \
+that the clients there find it with no address; never when bound to loopback, and not with \
+--no-announce), and the last one where the history is and how much of it there is \
+(`history: N events in DIR ...`). The log goes to standard error.";
 
 /// `chatd`'s options.
 #[derive(Debug, Parser)]
@@ -47,6 +49,17 @@ pub struct ChatdArgs {
     /// Address and port to listen on; a port alone means all IPv4 addresses.
     #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5000", env = "CHATD_BIND", value_parser = parse_bind)]
     pub bind: SocketAddr,
+
+    /// The room's name as the clients list it when they look for rooms on the LAN [default: this computer's
+    /// name]. Up to 63 bytes.
+    #[arg(long, value_name = "TEXT", value_parser = crate::discovery::parse_label)]
+    pub label: Option<String>,
+
+    /// Do not announce the room on the LAN (mDNS / DNS-SD, _minichat._tcp): clients must then be given its
+    /// address. A server bound to loopback is never announced; one bound to one address is announced on that
+    /// address's interface only.
+    #[arg(long)]
+    pub no_announce: bool,
 
     /// Most connections at once, joined or not; one more is told ERR FULL and BYE full. Each takes a thread and
     /// a descriptor (see the open-file limit, ulimit -n).
@@ -182,8 +195,11 @@ pub struct ServerOpt {
     /// The chatd to talk to, as HOST or HOST:PORT (port 5000 when none is given); or several, separated by
     /// commas (a:5000,b:5000), all serving the one room: the first that answers as a chat server is used,
     /// and after a lost connection the others are tried in turn, starting with the one after the server lost.
-    #[arg(short, long, value_name = "HOST[:PORT]", env = "CHAT_SERVER", default_value = crate::client::DEFAULT_SERVER, value_parser = parse_server, value_hint = clap::ValueHint::Hostname)]
-    pub server: String,
+    /// [default: the room announced on the LAN, looked for during 1.5 s: used when it is the only one;
+    /// with several, chat asks which and the others stop with the list, exit status 7; with none, exit
+    /// status 3]
+    #[arg(short, long, value_name = "HOST[:PORT]", env = "CHAT_SERVER", value_parser = parse_server, value_hint = clap::ValueHint::Hostname)]
+    pub server: Option<String>,
 
     /// After a lost connection (the server restarting, a network outage), how long to keep trying to
     /// reconnect, waiting 0.2 s between tries at first and up to 5 s later, before giving up with exit
@@ -198,10 +214,11 @@ pub struct ServerOpt {
 }
 
 impl ServerOpt {
-    /// What the client's membership does when its connection is lost.
-    pub fn settings(&self) -> crate::client::Settings {
+    /// What the client's membership does when its connection to one of
+    /// `servers` (given, or found on the LAN) is lost.
+    pub fn settings(&self, servers: &str) -> crate::client::Settings {
         crate::client::Settings {
-            servers: self.server.split(',').map(str::to_owned).collect(),
+            servers: servers.split(',').map(str::to_owned).collect(),
             retry_for: (!self.no_reconnect).then_some(self.retry_for),
         }
     }
@@ -210,19 +227,21 @@ impl ServerOpt {
 /// The exit statuses, for `--help` (the man pages list them in their own section).
 const CHAT_EXIT_STATUS: &str = "\
 Exit status: 0 after /quit, Ctrl-D or the end of input; 1 another failure; 2 bad usage; 3 cannot \
-connect; 4 the name is taken or invalid; 5 the connection was lost and not made again within \
---retry-for, or another connection took the membership over; 130 Ctrl-C at the name prompt.";
+connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
+not made again within --retry-for, or another connection took the membership over; 7 several rooms \
+found on the LAN with input not a terminal (give --server); 130 Ctrl-C at the name or room prompt.";
 
 const CHAT_SEND_EXIT_STATUS: &str = "\
 Exit status: 0 once the server confirmed every line; 1 another failure; 2 bad usage; 3 cannot \
-connect; 4 the name is taken or invalid; 5 the connection was lost and not made again within \
---retry-for, or whether the last lines arrived cannot be known (the message says up to which line \
-the server confirmed); 6 a line was refused.";
+connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
+not made again within --retry-for, or whether the last lines arrived cannot be known (the message says up to which line \
+the server confirmed); 6 a line was refused; 7 several rooms found on the LAN (give --server).";
 
 const CHAT_TAIL_EXIT_STATUS: &str = "\
 Exit status: 0 after --count messages, or when standard output is closed; 1 another failure; 2 bad \
-usage; 3 cannot connect; 4 the name given is taken or invalid; 5 the connection was lost and not \
-made again within --retry-for, or another connection took the membership over.";
+usage; 3 cannot connect, or no room found on the LAN; 4 the name given is taken or invalid; 5 the \
+connection was lost and not made again within --retry-for, or another connection took the membership \
+over; 7 several rooms found on the LAN (give --server).";
 
 /// `chat`'s options.
 #[derive(Debug, Parser)]
@@ -267,6 +286,11 @@ pub struct ChatArgs {
     /// chat included; 0 when it is not].
     #[arg(long, value_name = "N")]
     pub history: Option<u64>,
+
+    /// Print the rooms announced on the LAN, one a line: the address to give --server, a tab, the room's
+    /// label; then exit (status 3 when none is found). Looks on the LAN whatever --server says.
+    #[arg(long)]
+    pub list: bool,
 }
 
 /// `chat-send`'s options.

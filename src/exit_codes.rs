@@ -15,5 +15,8 @@ pub const NAME: u8 = 4;
 pub const LOST: u8 = 5;
 /// The server refused something the client sent (`chat-send`: a line).
 pub const REFUSED: u8 = 6;
+/// A client given no server found several rooms on the LAN and could not
+/// ask which (`chat-send`, `chat-tail`, a piped `chat`): `--server` says.
+pub const SEVERAL_ROOMS: u8 = 7;
 /// Ended by Ctrl-C (`chat` at its name prompt), as shells report SIGINT.
 pub const INTERRUPTED: u8 = 130;

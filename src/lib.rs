@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod discovery;
 pub mod exit_codes;
 pub mod framing;
 pub mod history;

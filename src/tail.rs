@@ -19,13 +19,14 @@ use crate::protocol::{Join, Replay, ServerLine};
 const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
-    let mut connection = client::connect(&args.server.server)?;
+    let servers = crate::discovery::servers(args.server.server.as_deref(), "chat-tail")?;
+    let mut connection = client::connect(&servers)?;
     let replay = match &args.since {
         Some(position) => Replay::Since(position.as_ref()),
         None => Replay::Last(args.lines),
     };
     let joined = join(&mut connection, args, replay)?;
-    let mut membership = Membership::start(connection, joined, args.since.clone(), args.server.settings())?;
+    let mut membership = Membership::start(connection, joined, args.since.clone(), args.server.settings(&servers))?;
     if args.count == Some(0) {
         return leave(membership);
     }

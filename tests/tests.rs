@@ -9,6 +9,7 @@ mod clients_resume;
 mod clients_servers;
 mod cluster;
 mod cluster_room;
+mod discovery;
 mod generated_docs;
 mod hostile;
 mod install;

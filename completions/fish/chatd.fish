@@ -1,4 +1,5 @@
 complete -c chatd -s b -l bind -d 'Address and port to listen on; a port alone means all IPv4 addresses' -r
+complete -c chatd -l label -d 'The room\'s name as the clients list it when they look for rooms on the LAN [default: this computer\'s name]. Up to 63 bytes' -r
 complete -c chatd -l max-clients -d 'Most connections at once, joined or not; one more is told ERR FULL and BYE full. Each takes a thread and a descriptor (see the open-file limit, ulimit -n)' -r
 complete -c chatd -l max-per-address -d 'Most connections from one computer (one address), so that no computer can take every place; one more is told ERR FULL and BYE full. This computer\'s own (loopback) are not counted' -r
 complete -c chatd -l max-line -d 'Longest line a client may send, in bytes, newline included; a longer one is answered ERR TOO_LONG and skipped' -r
@@ -16,6 +17,7 @@ complete -c chatd -l cluster -d 'Serve a room kept in NATS JetStream, with every
 complete -c chatd -l room -d 'With --cluster: which room of that NATS to serve (letters, digits, \'-\' and \'_\')' -r
 complete -c chatd -l replicas -d 'With --cluster: on how many NATS nodes the room is kept (1, or 3 on a cluster of three or more). The first chatd to make the room decides' -r
 complete -c chatd -l dead-server-timeout -d 'With --cluster: a chatd that stopped without a word (kill -9, a power cut) is taken for dead this long after its last sign of life; the others then record its members as LEFT <name> lost and free their names. The first chatd to make the room decides' -r
+complete -c chatd -l no-announce -d 'Do not announce the room on the LAN (mDNS / DNS-SD, _minichat._tcp): clients must then be given its address. A server bound to loopback is never announced; one bound to one address is announced on that address\'s interface only'
 complete -c chatd -s v -l verbose -d 'Log every connection and every ERR sent, too (to standard error)'
 complete -c chatd -s q -l quiet -d 'Log errors only'
 complete -c chatd -s h -l help -d 'Print help (see more with \'--help\')'

@@ -48,6 +48,11 @@ pub enum ClientError {
     Connect { server: String, source: io::Error },
     /// None of the servers of a list answered as a chat server: why, for each.
     NoServer(Vec<ClientError>),
+    /// Given no server, the client found no room on the LAN within `waited`;
+    /// `why` when it could not even look.
+    NoRoom { waited: Duration, why: Option<String> },
+    /// Given no server, the client found several rooms and cannot ask which.
+    SeveralRooms(Vec<crate::discovery::FoundRoom>),
     /// Something answered, but not with `HELLO`.
     NotChatd { server: String, why: NotChatd },
     /// The server is at its client limit.
@@ -76,7 +81,8 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Connect { .. } | ClientError::NotChatd { .. } | ClientError::Full { .. } => exit::CONNECT,
-            ClientError::NoServer(_) => exit::CONNECT,
+            ClientError::NoServer(_) | ClientError::NoRoom { .. } => exit::CONNECT,
+            ClientError::SeveralRooms(_) => exit::SEVERAL_ROOMS,
             ClientError::NameRefused { .. } => exit::NAME,
             ClientError::Lost { .. } | ClientError::Bye { .. } | ClientError::Protocol(_) => exit::LOST,
             ClientError::GaveUp { .. } | ClientError::Unsure { .. } => exit::LOST,
@@ -123,6 +129,25 @@ impl fmt::Display for ClientError {
                     write!(f, "{}{why}", if n == 0 { "" } else { "; " })?;
                 }
                 write!(f, " {SERVER_HINT}")
+            }
+            ClientError::NoRoom { waited, why } => {
+                write!(f, "no chat room found on the LAN within {} s", waited.as_secs_f64())?;
+                if let Some(why) = why {
+                    write!(f, " (cannot look: {why})")?;
+                }
+                write!(
+                    f,
+                    ": no chatd may be running (or it runs with --no-announce, or on 127.0.0.1), the Wi-Fi may keep \
+                     its clients apart (client isolation), or the network may block multicast (mDNS); give the \
+                     server's address instead, as chatd printed it: --server HOST:PORT (or CHAT_SERVER=HOST:PORT)"
+                )
+            }
+            ClientError::SeveralRooms(rooms) => {
+                write!(f, "{} chat rooms found on the LAN; say which with --server (or CHAT_SERVER):", rooms.len())?;
+                for room in rooms {
+                    write!(f, "\n  --server {:<22} # {}", room.addrs[0].to_string(), room.label)?;
+                }
+                Ok(())
             }
             ClientError::NameRefused { name, refusal } => {
                 write!(f, "cannot join as {name:?}: {} (set --name or CHAT_NAME)", refusal.text)

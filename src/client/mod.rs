@@ -36,10 +36,6 @@ pub use self::wait::Watch;
 use crate::framing::{Frame, LineReader};
 use crate::protocol::{ErrorCode, Join, Request, ServerLine, Tags, DEFAULT_PORT};
 
-/// Where the clients look for the server when neither `--server` nor
-/// `CHAT_SERVER` says.
-pub const DEFAULT_SERVER: &str = "127.0.0.1:5000";
-
 /// Most bytes read while waiting for the first line: a `HELLO` is short,
 /// and a peer that streams bytes without a line end is no chat server.
 const MAX_HELLO: usize = 64 * 1024;

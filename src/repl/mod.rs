@@ -34,6 +34,8 @@ pub enum ChatError {
     Client(ClientError),
     Terminal(ReadlineError),
     Input(io::Error),
+    /// Standard output could not be written (`chat --list`).
+    Output(io::Error),
     /// Ctrl-C at the name prompt: leaving, as a shell would.
     Interrupted,
 }
@@ -43,7 +45,7 @@ impl ChatError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ChatError::Client(e) => e.exit_code(),
-            ChatError::Terminal(_) | ChatError::Input(_) => exit::FAILURE,
+            ChatError::Terminal(_) | ChatError::Input(_) | ChatError::Output(_) => exit::FAILURE,
             ChatError::Interrupted => exit::INTERRUPTED,
         }
     }
@@ -55,6 +57,7 @@ impl fmt::Display for ChatError {
             ChatError::Client(e) => write!(f, "{e}"),
             ChatError::Terminal(e) => write!(f, "the terminal failed: {e}"),
             ChatError::Input(e) => write!(f, "cannot read standard input: {e}"),
+            ChatError::Output(e) => write!(f, "cannot write standard output: {e}"),
             ChatError::Interrupted => f.write_str("interrupted"),
         }
     }
@@ -76,10 +79,30 @@ impl From<ReadlineError> for ChatError {
 
 /// Runs `chat`: interactive on a terminal, a plain line reader otherwise.
 pub fn run(args: &ChatArgs) -> Result<(), ChatError> {
+    if args.list {
+        return list();
+    }
     // Both ends must be a terminal for the editor: `chat > log` reads lines too.
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
         prompt::interactive(args)
     } else {
         plain::plain(args)
     }
+}
+
+/// `chat --list`: the rooms announced on the LAN, one a line, for scripts:
+/// the address to give `--server`, a tab, the label.
+fn list() -> Result<(), ChatError> {
+    use std::io::Write;
+    let rooms = crate::discovery::browse(crate::discovery::BROWSE_FOR)?;
+    let mut out = io::stdout().lock();
+    for room in rooms {
+        match writeln!(out, "{}", room.listing()) {
+            // `chat --list | head -1` ends quietly.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(ChatError::Output(e)),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
 }

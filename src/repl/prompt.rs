@@ -44,7 +44,14 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let typing = Typing::default();
     typing.install(&mut editor);
     let history_events = args.history.unwrap_or(DEFAULT_HISTORY);
-    let mut connection = client::connect(&args.server.server)?;
+    let servers = match args.server.server.as_deref() {
+        Some(given) => given.to_owned(),
+        None => match find_room(&mut editor, &typing)? {
+            Some(servers) => servers,
+            None => return Ok(()),
+        },
+    };
+    let mut connection = client::connect(&servers)?;
     // A name from CHAT_NAME that is taken (this person's chat is open in
     // another window) is asked again, as a typed one is; --name is final.
     let from_env = std::env::var("CHAT_NAME").ok().filter(|name| !name.is_empty() && args.name.is_none());
@@ -72,7 +79,7 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let mut history = History::open(&mut editor);
     let mut printer = editor.create_external_printer()?;
     println!("* you are {} on {}; /help lists the commands", Printable(&name), connection.1.server());
-    let membership = Membership::start(connection, joined, None, args.server.settings())?;
+    let membership = Membership::start(connection, joined, None, args.server.settings(&servers))?;
     // The printer shows a line above the prompt and redraws the line being typed.
     let show = move |text: String| {
         let _ = printer.print(format!("{text}\n"));
@@ -86,6 +93,39 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
         eprintln!("chat: left without the server's goodbye; lines typed last may not have arrived");
     }
     result
+}
+
+/// Most answers at the room prompt before `chat` gives up asking.
+const ROOM_TRIES: usize = 10;
+
+/// Given no server: the room found on the LAN, or the one the person
+/// chooses when there are several; `None` if they gave up (Ctrl-D).
+fn find_room(editor: &mut ChatEditor, typing: &Typing) -> Result<Option<String>, ChatError> {
+    eprintln!("chat: looking for rooms on the LAN (--server HOST:PORT goes straight to one)…");
+    let rooms = match crate::discovery::servers(None, "chat") {
+        Err(ClientError::SeveralRooms(rooms)) => rooms,
+        found => return Ok(Some(found?)),
+    };
+    println!("{} rooms on the LAN:", rooms.len());
+    for (n, room) in rooms.iter().enumerate() {
+        println!("  {}) {}", n + 1, room);
+    }
+    let prompt = format!("room (1-{}): ", rooms.len());
+    for _ in 0..ROOM_TRIES {
+        let typed = match editor.readline(&prompt) {
+            Ok(_) if typing.take_cleared() => return Err(ChatError::Interrupted),
+            Ok(typed) => typed,
+            Err(ReadlineError::Interrupted) => return Err(ChatError::Interrupted),
+            Err(ReadlineError::Eof) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match typed.trim().parse::<usize>() {
+            Ok(n) if (1..=rooms.len()).contains(&n) => return Ok(Some(rooms[n - 1].servers())),
+            _ if typed.trim().is_empty() => {}
+            _ => println!("type the number of a room, from 1 to {}", rooms.len()),
+        }
+    }
+    Err(ClientError::SeveralRooms(rooms).into())
 }
 
 /// The join `chat` asks for: with the room's last `history` events.

@@ -58,6 +58,12 @@ impl Chatd {
         let mut chatd = Chatd::spawn(dir, args);
         let status = chatd.child.try_wait().ok().flatten();
         assert!(!chatd.addr.ip().is_unspecified(), "chatd did not start ({status:?}); stderr: {}", chatd.stderr());
+        // No test outside a network namespace of its own may send multicast:
+        // a chatd bound to loopback is never announced on the LAN.
+        if chatd.addr.ip().is_loopback() {
+            let quiet = "not announced on the LAN: bound to loopback";
+            assert!(chatd.startup.iter().any(|l| l.starts_with(quiet)), "chatd announced: {:?}", chatd.startup);
+        }
         chatd
     }
 

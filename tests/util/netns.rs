@@ -305,6 +305,20 @@ impl Lan {
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
     }
+
+    /// Drops every multicast frame at the switch (nftables on its bridge),
+    /// as a network that blocks multicast does: mDNS no longer gets from one
+    /// host to another, while unicast, and ARP's broadcasts, still do.
+    pub fn block_multicast(&self) {
+        let rules = "\
+            table bridge minichat_multicast {
+                chain forward { type filter hook forward priority 0; policy accept; meta pkttype multicast drop; }
+            }
+        ";
+        let mut words = self.switch.prefix().to_vec();
+        words.extend(["nft", "-f", "-"]);
+        run_with_input(&words, rules).unwrap_or_else(|e| panic!("blocking multicast at the switch: {e}"));
+    }
 }
 
 impl Host {

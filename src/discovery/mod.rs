@@ -1,0 +1,131 @@
+//! Finding the room on the LAN without typing an address: chatd announces
+//! itself with mDNS / DNS-SD as a `_minichat._tcp` service, and a client
+//! given no server looks for one for a moment. What the announcement's TXT
+//! record holds is a contract others may read (`docs/protocol.md`, "Finding
+//! the room").
+//!
+//! - this file: the service type, the TXT record, a room as found;
+//! - `announce`: chatd's announcement, on the interfaces of its address
+//!   only, and never from loopback;
+//! - `browse`: looking for rooms, and what the clients do with what was
+//!   found (one room: use it; several: choose; none: say why that may be).
+
+mod announce;
+mod browse;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+pub use self::announce::{announce, Announcement, NotAnnounced};
+pub use self::browse::{browse, servers, BROWSE_FOR};
+
+/// The DNS-SD service type, with its domain.
+pub const SERVICE_TYPE: &str = "_minichat._tcp.local.";
+
+/// The TXT record's own version (RFC 6763, 6.7: `txtvers` comes first).
+const TXT_VERSION: &str = "1";
+
+/// The protocol version chatd speaks (`docs/PROTOCOL.md`), in `proto`.
+const PROTOCOL_VERSION: &str = "2";
+
+/// Most bytes of a room's label: it is the service instance's name too, one
+/// DNS label.
+pub const MAX_LABEL_BYTES: usize = 63;
+
+/// The TXT record of a room labelled `label`: `txtvers=1`, `room=<label>`,
+/// `proto=2`. Keys added later (TLS details) go after these; clients ignore
+/// keys they do not know.
+pub fn txt_record(label: &str) -> [(&'static str, String); 3] {
+    [("txtvers", TXT_VERSION.into()), ("room", label.into()), ("proto", PROTOCOL_VERSION.into())]
+}
+
+/// A room's label as given to `chatd --label`: 1 to 63 bytes of UTF-8 text
+/// with no control characters.
+pub fn parse_label(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("a room's label cannot be empty".into());
+    }
+    if text.len() > MAX_LABEL_BYTES {
+        return Err(format!("{} bytes is too long for a label: at most {MAX_LABEL_BYTES}", text.len()));
+    }
+    if text.chars().any(|c| c.is_control() || crate::protocol::is_unsafe_to_show(c)) {
+        return Err("a label cannot hold control characters".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// The label a room gets when `--label` says nothing: this computer's name.
+pub fn default_label() -> String {
+    let name = nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_default();
+    parse_label(&name).unwrap_or_else(|_| "minichat".into())
+}
+
+/// A room found on the LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundRoom {
+    /// Its label (`room=` in its TXT record), safe to print: control
+    /// characters and tabs escaped.
+    pub label: String,
+    /// Where its server listens: IPv4 addresses first. Never empty.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl FoundRoom {
+    /// The room's addresses as a `--server` list: the clients try each in
+    /// turn, as they do a list given by hand.
+    pub fn servers(&self) -> String {
+        self.addrs.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",")
+    }
+
+    /// One line of `chat --list`: the address to give `--server`, a tab, the label.
+    pub fn listing(&self) -> String {
+        format!("{}\t{}", self.addrs[0], self.label)
+    }
+}
+
+impl fmt::Display for FoundRoom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\" at {}", self.label, self.addrs[0])
+    }
+}
+
+/// A label from the network, made safe to print and to list with tabs
+/// between fields.
+fn printable_label(raw: &str) -> String {
+    let shown = crate::protocol::Printable(raw).to_string();
+    shown.replace('\t', "\\t")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_short_printable_text() {
+        assert_eq!(parse_label("Aula 3 — planta baja").as_deref(), Ok("Aula 3 — planta baja"));
+        for bad in ["", "  ", "a\tb", "bell\u{7}", "\u{202e}txt.exe", &"x".repeat(64)] {
+            assert!(parse_label(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_label(&"é".repeat(31)).is_ok());
+        assert!(parse_label(&default_label()).is_ok());
+    }
+
+    #[test]
+    fn the_txt_record_starts_with_its_version_and_names_the_room() {
+        let txt = txt_record("kitchen");
+        assert_eq!(txt[0], ("txtvers", "1".to_owned()));
+        assert_eq!(txt[1], ("room", "kitchen".to_owned()));
+        assert_eq!(txt[2], ("proto", "2".to_owned()));
+    }
+
+    #[test]
+    fn a_found_room_lists_as_address_tab_label() {
+        let room = FoundRoom {
+            label: printable_label("big\troom\u{1b}[31m"),
+            addrs: vec!["10.1.0.1:5000".parse().unwrap(), "[2001:db8::1]:5000".parse().unwrap()],
+        };
+        assert_eq!(room.listing(), "10.1.0.1:5000\tbig\\troom\\u{1b}[31m");
+        assert_eq!(room.servers(), "10.1.0.1:5000,[2001:db8::1]:5000");
+        assert_eq!(room.to_string(), "\"big\\troom\\u{1b}[31m\" at 10.1.0.1:5000");
+    }
+}
