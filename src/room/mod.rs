@@ -612,8 +612,9 @@ impl Membership {
         self.member.end.store(end, Ordering::SeqCst);
         st.names.remove(self.member.name.key());
         if let Some(clustered) = self.room.cluster.get() {
+            drop(st);
             // Even at shutdown: the room goes on on the other servers.
-            clustered.depart(&self.member, reason, None);
+            clustered.depart(&self.member, reason, None, reason == LeaveReason::Exit);
             return end;
         }
         if self.room.is_closed() {

@@ -75,7 +75,7 @@ pub struct Clustered {
     /// The last position applied to the room's log.
     applied: Mutex<u64>,
     grew: Condvar,
-    departures: Mutex<Option<mpsc::Sender<Departure>>>,
+    departures: Mutex<Option<mpsc::Sender<Queued>>>,
     /// When the log last said what messages wait for.
     last_report: Mutex<Option<Instant>>,
     /// Told once the leaver has said everything it was given.
@@ -113,6 +113,9 @@ pub(super) struct Won {
     /// the server of the member it was taken from.
     took_over: Option<(String, String)>,
 }
+
+/// A departure to record, and who waits until it is.
+type Queued = (Departure, Option<mpsc::SyncSender<()>>);
 
 /// Why the stream did not take an event.
 #[derive(Debug, Clone)]
@@ -198,7 +201,7 @@ impl Clustered {
                 tell(&format!("server {} stopped answering: {name} is gone (LEFT {name} lost)", freed.holder.server));
                 // The same from every server that might free this claim.
                 let id = format!("lost-{}-{}", freed.holder.server, freed.holder.revision);
-                if departures.send(Departure::Lost { name, id }).is_err() {
+                if departures.send((Departure::Lost { name, id }, None)).is_err() {
                     return;
                 }
             }
@@ -435,17 +438,24 @@ impl Clustered {
     }
 
     /// Has a member's `LEFT` published and its name freed, in the background.
-    pub(super) fn depart(&self, member: &Member, reason: LeaveReason, joined: Option<(Vec<u8>, String)>) {
+    /// With `wait`, returns once it is recorded (or after
+    /// [`LEAVE_PATIENCE`]): a member that asked to leave is told `BYE exit`
+    /// when the room has its `LEFT`, as on one server.
+    pub(super) fn depart(&self, member: &Member, reason: LeaveReason, joined: Option<(Vec<u8>, String)>, wait: bool) {
         let (key, name, token) = (member.name.key().to_owned(), member.name.to_string(), member.token.clone());
         let departure = Departure::Member { key, name, token, reason, joined };
+        let (recorded, done) = mpsc::sync_channel(1);
         if let Some(departures) = lock(&self.departures).as_ref() {
-            let _ = departures.send(departure);
+            let _ = departures.send((departure, wait.then_some(recorded)));
+        }
+        if wait {
+            let _ = done.recv_timeout(LEAVE_PATIENCE);
         }
     }
 
     /// Publishes the departures until the queue is closed and empty.
-    fn leave_all(&self, queue: &mpsc::Receiver<Departure>) {
-        for departure in queue {
+    fn leave_all(&self, queue: &mpsc::Receiver<Queued>) {
+        for (departure, recorded) in queue {
             let (_, id) = self.new_id();
             let mut backoff = Duration::from_millis(100);
             let mut reported = false;
@@ -456,6 +466,9 @@ impl Clustered {
                 }
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            if let Some(recorded) = recorded {
+                let _ = recorded.send(());
             }
         }
     }
@@ -605,7 +618,7 @@ impl Room {
                 member.end.store(head, Ordering::SeqCst);
                 // Recorded once NATS answers, unless its client came back
                 // with its token first.
-                clustered.depart(member, LeaveReason::Lost, None);
+                clustered.depart(member, LeaveReason::Lost, None, false);
             }
             member.connection.notify();
         }
@@ -639,7 +652,7 @@ impl Room {
 
     /// A member expelled here, in a room across servers.
     pub(super) fn expelled_in_cluster(&self, clustered: &Clustered, member: &Member) {
-        clustered.depart(member, LeaveReason::Slow, None);
+        clustered.depart(member, LeaveReason::Slow, None, false);
     }
 }
 
@@ -709,7 +722,7 @@ impl Room {
                     }
                     drop(st);
                     let joined = Some((line.to_vec(), joined_id));
-                    clustered.depart(&member, LeaveReason::Lost, joined);
+                    clustered.depart(&member, LeaveReason::Lost, joined, false);
                     return Err(JoinError::Unavailable(e));
                 }
             }
