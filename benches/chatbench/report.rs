@@ -441,21 +441,28 @@ fn cluster_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
         };
         let alone = ok(scenario, Kind::Chatd);
         match scenario {
-            Scenario::ClusterFanout { .. } => {
+            Scenario::ClusterFanout { subscribers, .. } => {
                 let (Some(ours), Some(one)) =
                     (ok(scenario, Kind::ChatdCluster).and_then(|r| r.rate), alone.and_then(|r| r.rate))
                 else {
                     line(format!("{label}: cluster ≥ 0.5 × one chatd: not measured ({})", why(cluster)), Verdict::Miss);
                     continue;
                 };
+                // With fewer members the stream's publish rate, not the
+                // fan-out, sets the pace: the target is for a thousand.
+                let (scale, verdict) = if subscribers < 1000 {
+                    (" (the target is for N = 1,000: the full run)", Verdict::Info)
+                } else {
+                    ("", check(ours >= 0.5 * one))
+                };
                 line(
                     format!(
-                        "{label}: two chatd on JetStream {}/s ≥ 0.5 × one chatd alone ({}/s): {:.2}×",
+                        "{label}: two chatd on JetStream {}/s ≥ 0.5 × one chatd alone ({}/s): {:.2}×{scale}",
                         rate(ours),
                         rate(one),
                         ours / one
                     ),
-                    check(ours >= 0.5 * one),
+                    verdict,
                 );
                 if let Some(nats) = ok(scenario, Kind::Nats).and_then(|r| r.rate) {
                     line(
