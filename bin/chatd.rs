@@ -32,7 +32,7 @@ fn run(args: &ChatdArgs) -> anyhow::Result<()> {
     let _ = announce(server.local_addr(), &mut out);
     // On the LAN too, unless bound to loopback or told not to; kept until
     // the server stops, when the room says goodbye.
-    let (_announcement, said) = announce_on_lan(args, server.local_addr());
+    let (_announcement, said) = announce_on_lan(args, server.local_addr(), server.cluster().as_deref());
     let _ = writeln!(out, "{said}");
     for line in server.history_summary() {
         let _ = writeln!(out, "{line}");
@@ -48,10 +48,13 @@ const ANNOUNCE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Announces the room on the LAN; returns the announcement and the start-up
 /// line that says what became of it.
-fn announce_on_lan(args: &ChatdArgs, bound: SocketAddr) -> (Option<Announcement>, String) {
+fn announce_on_lan(args: &ChatdArgs, bound: SocketAddr, cluster: Option<&str>) -> (Option<Announcement>, String) {
     let label = args.label.clone().unwrap_or_else(discovery::default_label);
-    let announced =
-        if args.no_announce { Err(NotAnnounced::Off) } else { discovery::announce(bound, &label, ANNOUNCE_PATIENCE) };
+    let announced = if args.no_announce {
+        Err(NotAnnounced::Off)
+    } else {
+        discovery::announce(bound, &label, cluster, ANNOUNCE_PATIENCE)
+    };
     match announced {
         Ok(mut announcement) => {
             if !args.quiet {

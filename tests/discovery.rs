@@ -304,3 +304,46 @@ fn a_server_started_before_the_network_is_announced_once_it_is_up() {
     assert!(status.success(), "chat --list: {status}; {err}");
     assert_eq!(out, [format!("{}:5000\tlate", a.addr())]);
 }
+
+#[test]
+fn the_servers_of_one_room_across_servers_are_found_as_one_room_with_all_their_addresses() {
+    let test = "the_servers_of_one_room_across_servers_are_found_as_one_room_with_all_their_addresses";
+    let Some(nats_binary) = crate::util::nats::server_or_skip(test) else { return };
+    let Some(lan) = Lan::or_skip(4, &[]) else { return };
+    let (n, a, b, c) = (lan.host(0), lan.host(1), lan.host(2), lan.host(3));
+    // NATS on a computer of the LAN of its own.
+    let store = TempDir::new("nats-on-the-lan");
+    let mut nats = n.command(&nats_binary);
+    nats.args(["-js", "-a", &n.addr().to_string(), "-p", "4222", "-sd"]).arg(store.path());
+    let nats = Proc::spawn(nats, "nats-server");
+    nats.expect_stderr("Server is ready");
+    let url = format!("nats://{}:4222", n.addr());
+    let (_one, said) = start_room(a, &["--label", "kitchen", "--cluster", &url]);
+    assert!(said.starts_with("announced"), "{said}");
+    let (_two, said) = start_room(b, &["--label", "kitchen-b", "--cluster", &url]);
+    assert!(said.starts_with("announced"), "{said}");
+    // And a room of its own, which stays apart.
+    let (_attic, said) = start_room(c, &["--label", "attic"]);
+    assert!(said.starts_with("announced"), "{said}");
+    let (one, two, attic) = (format!("{}:5000", a.addr()), format!("{}:5000", b.addr()), format!("{}:5000", c.addr()));
+
+    let mut list = unaimed(n, "chat");
+    list.arg("--list");
+    let (status, out, err) = finish(Proc::spawn(list, "chat --list"));
+    assert!(status.success(), "chat --list: {status}; {err}");
+    assert_eq!(out, [format!("{attic}\tattic"), format!("{one}\tkitchen")], "one line for the room of two servers");
+
+    // The pipeline tools see two rooms, and name each once.
+    let (status, _, err) = finish(Proc::spawn(unaimed(n, "chat-tail"), "chat-tail"));
+    assert_eq!(status.code(), Some(7), "{err}");
+    assert!(err.starts_with("chat-tail: 2 chat rooms found on the LAN"), "{err}");
+    assert!(!err.contains(&two), "the second server of the room is not a room of its own: {err}");
+
+    // With the attic gone, the one room left is used, with both its servers.
+    drop(_attic);
+    let mut send = unaimed(n, "chat-send");
+    send.args(["--name", "Cy", "hola"]);
+    let (status, _, err) = finish(Proc::spawn(send, "chat-send"));
+    assert!(status.success(), "chat-send: {status}; {err}");
+    assert!(err.contains(&format!("\"kitchen\" at {one} (and 1 more server)")), "{err}");
+}

@@ -94,14 +94,19 @@ fn selections(scope: Scope) -> (Vec<IfKind>, Vec<IfKind>) {
 /// Announces the room labelled `label` served at `bound`, and waits up to
 /// `patience` for the responder to say it went out (it first makes sure no
 /// other service on the LAN has the name, which takes about a second).
-pub fn announce(bound: SocketAddr, label: &str, patience: Duration) -> Result<Announcement, NotAnnounced> {
+pub fn announce(
+    bound: SocketAddr,
+    label: &str,
+    cluster: Option<&str>,
+    patience: Duration,
+) -> Result<Announcement, NotAnnounced> {
     let Some(scope) = scope(bound.ip()) else { return Err(NotAnnounced::Loopback(bound.ip())) };
     let failed = |e: mdns_sd::Error| NotAnnounced::Failed(e.to_string());
     // A host name of its own: two chatd on one computer (or in two network
     // namespaces of one) must not claim one name with different addresses.
     let word = crate::history::random_word(12).map_err(|e| NotAnnounced::Failed(e.to_string()))?;
     let host = format!("minichat-{}.local.", word.to_ascii_lowercase());
-    let txt = txt_record(label);
+    let txt = txt_record(label, cluster);
     let info = match scope {
         Scope::Only(ip) => {
             let mut info = ServiceInfo::new(SERVICE_TYPE, label, &host, ip, bound.port(), &txt[..]).map_err(failed)?;
@@ -225,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_loopback_server_is_refused_before_anything_is_started() {
-        let refused = announce("127.0.0.1:5000".parse().unwrap(), "x", Duration::ZERO).unwrap_err();
+        let refused = announce("127.0.0.1:5000".parse().unwrap(), "x", None, Duration::ZERO).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "not announced on the LAN: bound to loopback (127.0.0.1), which no other computer can reach"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent};
 
-use super::{printable_label, FoundRoom, SERVICE_TYPE};
+use super::{merge_clusters, printable_label, FoundRoom, SERVICE_TYPE};
 use crate::client::ClientError;
 
 /// How long a client looks: a responder answers a query within half a
@@ -80,7 +80,7 @@ fn look(daemon: &ServiceDaemon, window: Duration) -> Result<Vec<FoundRoom>, mdns
     }
     let mut rooms: Vec<FoundRoom> = found.into_values().collect();
     rooms.sort_by(|a, b| (&a.label, a.addrs[0]).cmp(&(&b.label, b.addrs[0])));
-    Ok(rooms)
+    Ok(merge_clusters(rooms))
 }
 
 /// A resolved service as a room: its label (`room=`, or else the instance
@@ -90,7 +90,8 @@ fn room_of(service: &ResolvedService) -> Option<FoundRoom> {
     let label = service.get_property_val_str("room").or(instance).unwrap_or(&service.fullname);
     let ips = service.get_addresses().iter().map(|ip| ip.to_ip_addr()).collect();
     let addrs: Vec<SocketAddr> = usable(ips).into_iter().map(|ip| SocketAddr::new(ip, service.port)).collect();
-    (!addrs.is_empty()).then(|| FoundRoom { label: printable_label(label), addrs })
+    let cluster = service.get_property_val_str("cluster").map(str::to_owned);
+    (!addrs.is_empty()).then(|| FoundRoom { label: printable_label(label), addrs, cluster, servers: 1 })
 }
 
 /// The addresses a client can connect to as they are, IPv4 first, each in

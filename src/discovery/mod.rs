@@ -33,10 +33,13 @@ const PROTOCOL_VERSION: &str = "2";
 pub const MAX_LABEL_BYTES: usize = 63;
 
 /// The TXT record of a room labelled `label`: `txtvers=1`, `room=<label>`,
-/// `proto=2`. Keys added later (TLS details) go after these; clients ignore
-/// keys they do not know.
-pub fn txt_record(label: &str) -> [(&'static str, String); 3] {
-    [("txtvers", TXT_VERSION.into()), ("room", label.into()), ("proto", PROTOCOL_VERSION.into())]
+/// `proto=2`, and for a room served by several chatd (`--cluster`),
+/// `cluster=<the room's epoch>`, the same on each of them. Keys added later
+/// (TLS details) go after these; clients ignore keys they do not know.
+pub fn txt_record(label: &str, cluster: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut txt = vec![("txtvers", TXT_VERSION.into()), ("room", label.into()), ("proto", PROTOCOL_VERSION.into())];
+    txt.extend(cluster.map(|epoch| ("cluster", epoch.to_owned())));
+    txt
 }
 
 /// A room's label as given to `chatd --label`: 1 to 63 bytes of UTF-8 text
@@ -66,8 +69,13 @@ pub struct FoundRoom {
     /// Its label (`room=` in its TXT record), safe to print: control
     /// characters and tabs escaped.
     pub label: String,
-    /// Where its server listens: IPv4 addresses first. Never empty.
+    /// Where its servers listen: IPv4 addresses first, server by server.
+    /// Never empty.
     pub addrs: Vec<SocketAddr>,
+    /// For a room several chatd serve: what they all announce (`cluster=`).
+    pub cluster: Option<String>,
+    /// How many chatd announced it.
+    pub servers: usize,
 }
 
 impl FoundRoom {
@@ -85,8 +93,36 @@ impl FoundRoom {
 
 impl fmt::Display for FoundRoom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{}\" at {}", self.label, self.addrs[0])
+        write!(f, "\"{}\" at {}", self.label, self.addrs[0])?;
+        match self.servers {
+            1 => Ok(()),
+            2 => write!(f, " (and 1 more server)"),
+            n => write!(f, " (and {} more servers)", n - 1),
+        }
     }
+}
+
+/// One room for all the chatd that serve it: those announcing one
+/// `cluster=` become one room, whose addresses are all of theirs, so a
+/// client moves between them as with a list given by hand. Its label is
+/// the first in order.
+fn merge_clusters(rooms: Vec<FoundRoom>) -> Vec<FoundRoom> {
+    let mut merged: Vec<FoundRoom> = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        let same = room.cluster.as_ref().and_then(|c| merged.iter_mut().find(|m| m.cluster.as_ref() == Some(c)));
+        match same {
+            Some(into) => {
+                into.servers += room.servers;
+                for addr in room.addrs {
+                    if !into.addrs.contains(&addr) {
+                        into.addrs.push(addr);
+                    }
+                }
+            }
+            None => merged.push(room),
+        }
+    }
+    merged
 }
 
 /// A label from the network, made safe to print and to list with tabs
@@ -112,10 +148,48 @@ mod tests {
 
     #[test]
     fn the_txt_record_starts_with_its_version_and_names_the_room() {
-        let txt = txt_record("kitchen");
+        let txt = txt_record("kitchen", None);
         assert_eq!(txt[0], ("txtvers", "1".to_owned()));
         assert_eq!(txt[1], ("room", "kitchen".to_owned()));
         assert_eq!(txt[2], ("proto", "2".to_owned()));
+        assert_eq!(txt.len(), 3);
+        let clustered = txt_record("kitchen", Some("js17"));
+        assert_eq!(clustered[3], ("cluster", "js17".to_owned()));
+    }
+
+    fn found(label: &str, addr: &str, cluster: Option<&str>) -> FoundRoom {
+        FoundRoom {
+            label: label.into(),
+            addrs: vec![addr.parse().unwrap()],
+            cluster: cluster.map(str::to_owned),
+            servers: 1,
+        }
+    }
+
+    #[test]
+    fn the_servers_of_one_cluster_are_one_room_with_all_their_addresses() {
+        let rooms = vec![
+            found("a-host", "10.0.0.1:5000", Some("js17")),
+            found("alone", "10.0.0.9:5000", None),
+            found("b-host", "10.0.0.2:5000", Some("js17")),
+            found("other", "10.0.0.3:5000", Some("js99")),
+            found("same label", "10.0.0.4:5000", None),
+            found("same label", "10.0.0.5:5000", None),
+        ];
+        let merged = merge_clusters(rooms);
+        let summary: Vec<(String, String, usize)> =
+            merged.iter().map(|r| (r.label.clone(), r.servers(), r.servers)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("a-host".to_owned(), "10.0.0.1:5000,10.0.0.2:5000".to_owned(), 2),
+                ("alone".to_owned(), "10.0.0.9:5000".to_owned(), 1),
+                ("other".to_owned(), "10.0.0.3:5000".to_owned(), 1),
+                ("same label".to_owned(), "10.0.0.4:5000".to_owned(), 1),
+                ("same label".to_owned(), "10.0.0.5:5000".to_owned(), 1),
+            ]
+        );
+        assert_eq!(merged[0].to_string(), "\"a-host\" at 10.0.0.1:5000 (and 1 more server)");
     }
 
     #[test]
@@ -123,6 +197,8 @@ mod tests {
         let room = FoundRoom {
             label: printable_label("big\troom\u{1b}[31m"),
             addrs: vec!["10.1.0.1:5000".parse().unwrap(), "[2001:db8::1]:5000".parse().unwrap()],
+            cluster: None,
+            servers: 1,
         };
         assert_eq!(room.listing(), "10.1.0.1:5000\tbig\\troom\\u{1b}[31m");
         assert_eq!(room.servers(), "10.1.0.1:5000,[2001:db8::1]:5000");

@@ -139,6 +139,12 @@ impl Server {
         Ok(Server { listener, ctx: Arc::new(ctx), history_summary })
     }
 
+    /// For a room served by several chatd (`--cluster`), what names it the
+    /// same on each of them: its history's epoch.
+    pub fn cluster(&self) -> Option<String> {
+        self.ctx.room.bridge().map(|_| self.ctx.room.history().epoch().to_owned())
+    }
+
     /// Where the history is and how much of it there is, for the start-up lines.
     pub fn history_summary(&self) -> &[String] {
         &self.history_summary
