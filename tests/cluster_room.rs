@@ -90,6 +90,28 @@ fn tool(program: &str, servers: &[SocketAddr], args: &[&str]) -> Proc {
 
 /// Writes the numbers 1 to `count`, a line each, to `proc`'s input from a
 /// thread of their own, and closes it.
+/// Starts `chat-send -n bulk` on both servers (the first first), writing
+/// the numbers 1 to `count`, and returns once `watcher` heard number `at`:
+/// some lines confirmed, some in flight, most still to come. Returns
+/// chat-send, the thread writing its input, and what `watcher` heard.
+fn bulk_under_way(
+    one: &Chatd,
+    two: &Chatd,
+    watcher: &mut Client,
+    count: u64,
+    at: u64,
+) -> (Proc, thread::JoinHandle<std::io::Result<()>>, Vec<String>) {
+    let mut send = tool("chat-send", &[one.addr, two.addr], &["-n", "bulk", "--retry-for", "30s"]);
+    let writer = write_numbers(&mut send, count);
+    watcher.expect("JOINED bulk");
+    let mut heard: Vec<String> = Vec::new();
+    while heard.last().is_none_or(|line| *line != format!("MSG bulk {at}")) {
+        assert!(heard.len() < at as usize, "not bulk's numbers: {:?}", &heard[heard.len().saturating_sub(5)..]);
+        heard.push(watcher.recv());
+    }
+    (send, writer, heard)
+}
+
 fn write_numbers(proc: &mut Proc, count: u64) -> thread::JoinHandle<std::io::Result<()>> {
     let mut input = proc.take_stdin();
     thread::spawn(move || {
@@ -362,16 +384,7 @@ fn a_killed_servers_members_are_lost_in_time_and_chat_send_goes_on_elsewhere_exa
     watcher.expect("JOINED Ana");
 
     const COUNT: u64 = 5000;
-    const KILL_AT: u64 = 1000;
-    let mut send = tool("chat-send", &[one.addr, two.addr], &["-n", "bulk", "--retry-for", "30s"]);
-    let writer = write_numbers(&mut send, COUNT);
-    watcher.expect("JOINED bulk");
-    let mut heard = Vec::new();
-    // Mid-stream: some lines confirmed, some in flight, most still to come.
-    while heard.last().is_none_or(|line| *line != format!("MSG bulk {KILL_AT}")) {
-        assert!(heard.len() < KILL_AT as usize, "not bulk's numbers: {:?}", &heard[heard.len().saturating_sub(5)..]);
-        heard.push(watcher.recv());
-    }
+    let (mut send, writer, mut heard) = bulk_under_way(&one, &two, &mut watcher, COUNT, 1000);
     one.signal(Signal::SIGKILL);
     let killed = Instant::now();
     let mut one = one;
@@ -477,15 +490,7 @@ fn a_server_cut_off_from_nats_sends_its_members_away_and_chat_send_goes_on_elsew
     watcher.expect("JOINED Ana");
 
     const COUNT: u64 = 5000;
-    const CUT_AT: u64 = 1000;
-    let mut send = tool("chat-send", &[one.addr, two.addr], &["-n", "bulk", "--retry-for", "30s"]);
-    let writer = write_numbers(&mut send, COUNT);
-    watcher.expect("JOINED bulk");
-    let mut heard = Vec::new();
-    while heard.last().is_none_or(|line| *line != format!("MSG bulk {CUT_AT}")) {
-        assert!(heard.len() < CUT_AT as usize, "not bulk's numbers: {:?}", &heard[heard.len().saturating_sub(5)..]);
-        heard.push(watcher.recv());
-    }
+    let (mut send, writer, mut heard) = bulk_under_way(&one, &two, &mut watcher, COUNT, 1000);
     relay.cut();
     let cut = Instant::now();
 
