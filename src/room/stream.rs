@@ -1,22 +1,27 @@
 //! The room when it spans several servers (`chatd --cluster`): the order
 //! is a NATS JetStream stream's, not this server's.
 //!
-//! Saying something publishes it to the stream and waits until the stream
-//! stored it and it came back here; every event, this server's own too,
-//! enters the room's log from the stream, in the stream's order, through
-//! one thread ([`Room::apply`]). So no server delivers an event ahead of
-//! the stream, and every member anywhere reads the same events at the same
-//! positions. An event carries the id it was published with
-//! (`<server id>-<n>`), which tells this server which of its members said
-//! it, so that member is not sent its own words.
+//! Saying something publishes it to the stream without waiting; a reply
+//! that says where it falls (`PONG`, `NAMES`) waits until the member's
+//! messages are stored and back here ([`Membership::confirm`]). Every event,
+//! this server's own too, enters the room's log from the stream, in the
+//! stream's order, through one thread ([`Room::apply`]). So no server
+//! delivers an event ahead of the stream, and every member anywhere reads
+//! the same events at the same positions. An event carries the id it was
+//! published with (`<server id>-<n>`), which tells this server which of its
+//! members said it, so that member is not sent its own words.
 //!
 //! Names are claimed in the cluster's names bucket, create-only, with the
 //! member's token, its name as spelled and its place in the join order;
-//! a `TOKEN` that matches takes the name over from any server. A member
-//! leaving is published by one thread (the leaver), then its name freed:
-//! leaving never waits for NATS and never fails, it is only late while NATS
-//! is away. The names of a dead server are freed by whichever server sees
-//! it first, which records their `LEFT <name> lost`.
+//! a `TOKEN` that matches takes the name over from any server, and every
+//! server watches the bucket for its members' names changing hands. A
+//! member leaving is recorded by one thread (the leaver): the name marked
+//! leaving, the `LEFT` published, the name freed. Leaving never fails, it
+//! is only late while NATS is away; a member that asked to leave is sent
+//! `BYE exit` once its `LEFT` is stored. The names of a dead server are
+//! freed by whichever server sees it first, which records their `LEFT
+//! <name> lost`; a server that cannot reach NATS sends its own members away
+//! before the others may take them for lost.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -80,7 +85,8 @@ pub struct Clustered {
     last_report: Mutex<Option<Instant>>,
     /// Told once the leaver has said everything it was given.
     leaver_done: Mutex<Option<mpsc::Receiver<()>>>,
-    /// The stream's events coming in, and the dead servers' names going out.
+    /// The stream's events coming in, the dead servers' names going out, and
+    /// the names changing hands.
     subscriptions: Mutex<Vec<cluster::Subscription>>,
 }
 
