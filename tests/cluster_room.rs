@@ -34,6 +34,21 @@ fn chatd_on(urls: &[String], args: &[&str]) -> Chatd {
     Chatd::start(&[&["--cluster", cluster.as_str()][..], args].concat())
 }
 
+/// Two chatd serving one room on `urls`, with the default options.
+fn two_servers(urls: &[String]) -> (Chatd, Chatd) {
+    (chatd_on(urls, &[]), chatd_on(urls, &[]))
+}
+
+/// Every line `client` gets until its connection closes, if it closes
+/// within `patience`.
+fn closed_within(mut client: Client, patience: Duration) -> Option<Vec<String>> {
+    let (tx, closed) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(client.recv_all());
+    });
+    closed.recv_timeout(patience).ok()
+}
+
 /// A room event as a client with tags on was sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
@@ -169,7 +184,7 @@ fn assert_each_once_in_order(said: &[u64], count: u64, what: &str) {
 fn members_on_two_servers_hear_each_other_at_the_same_positions() {
     let Some(nats) = Nats::start("members_on_two_servers_hear_each_other_at_the_same_positions") else { return };
     let urls = [nats.url()];
-    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (one, two) = two_servers(&urls);
     let (mut w1, joined1) = join_tagged(&one, "w1", "");
     let (mut w2, joined2) = join_tagged(&two, "w2", "");
     assert!(joined1.epoch.is_some() && joined1.epoch == joined2.epoch, "one history: {joined1:?} {joined2:?}");
@@ -216,7 +231,7 @@ fn five_senders_on_two_servers_make_one_order_that_readers_on_both_see() {
         return;
     };
     let urls = [nats.url()];
-    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (one, two) = two_servers(&urls);
     let (mut r1, _) = join_tagged(&one, "r1", "");
     let (mut r2, _) = join_tagged(&two, "r2", "");
     assert_eq!(next_events(&mut r1, 1)[0].line, "JOINED r2");
@@ -272,7 +287,7 @@ fn five_senders_on_two_servers_make_one_order_that_readers_on_both_see() {
 fn of_sixty_joins_of_one_name_on_two_servers_exactly_one_wins() {
     let Some(nats) = Nats::start("of_sixty_joins_of_one_name_on_two_servers_exactly_one_wins") else { return };
     let urls = [nats.url()];
-    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (one, two) = two_servers(&urls);
     let servers = [&one, &two];
     const CLIENTS: usize = 60;
     let start = Arc::new(Barrier::new(CLIENTS));
@@ -318,7 +333,7 @@ fn a_membership_taken_over_from_another_server_ends_there_with_bye_replaced() {
     let test = "a_membership_taken_over_from_another_server_ends_there_with_bye_replaced";
     let Some(nats) = Nats::start(test) else { return };
     let urls = [nats.url()];
-    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (one, two) = two_servers(&urls);
     let mut watcher = two.join("watcher");
     let (mut old, joined) = join_tagged(&one, "Ana", "");
     watcher.expect("JOINED Ana");
@@ -332,11 +347,7 @@ fn a_membership_taken_over_from_another_server_ends_there_with_bye_replaced() {
     let replay: Vec<String> = new.sync().iter().map(|line| seen(line).line).collect();
     assert_eq!(replay, ["JOINED Ana", "MSG Ana before"]);
     // The old connection is told, and closed: it adds nothing to the room.
-    let (tx, closed) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(old.recv_all());
-    });
-    let rest = closed.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+    let rest = closed_within(old, PATIENCE).unwrap_or_else(|| {
         panic!("the connection taken over on {} was neither sent BYE replaced nor closed", one.addr)
     });
     assert_eq!(rest.last().map(String::as_str), Some("BYE replaced"), "{rest:?}");
@@ -352,7 +363,7 @@ fn chat_tail_goes_on_with_another_server_of_the_room_missing_nothing_when_its_se
     let test = "chat_tail_goes_on_with_another_server_of_the_room_missing_nothing_when_its_server_stops";
     let Some(nats) = Nats::start(test) else { return };
     let urls = [nats.url()];
-    let (mut one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (mut one, two) = two_servers(&urls);
     let mut bea = two.join("Bea");
     let tail = tool("chat-tail", &[one.addr, two.addr], &["--name", "tail", "-m"]);
     bea.expect("JOINED tail");
@@ -486,7 +497,7 @@ fn a_server_cut_off_from_nats_sends_its_members_away_and_chat_send_goes_on_elsew
     let args = ["--dead-server-timeout", "4s", "--history", "50000"];
     let (one, two) = (chatd_on(&[relay.url()], &args), chatd_on(&[nats.url()], &args));
     let mut watcher = two.join("watcher");
-    let mut ana = one.join("Ana");
+    let ana = one.join("Ana");
     watcher.expect("JOINED Ana");
 
     const COUNT: u64 = 5000;
@@ -496,11 +507,7 @@ fn a_server_cut_off_from_nats_sends_its_members_away_and_chat_send_goes_on_elsew
 
     // Ana, who said nothing, is sent away too, once the others may take
     // her for lost.
-    let (tx, sent_away) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(ana.recv_all());
-    });
-    let rest = sent_away.recv_timeout(dead_after + PATIENCE).expect("Ana sent away in time");
+    let rest = closed_within(ana, dead_after + PATIENCE).expect("Ana sent away in time");
     let took = cut.elapsed();
     println!("Ana sent away {took:?} after the cut");
     assert_eq!(rest.last().map(String::as_str), Some("BYE unavailable"), "{rest:?}");
@@ -615,7 +622,7 @@ fn a_message_said_while_nats_restarts_under_running_servers_arrives_once() {
     let test = "a_message_said_while_nats_restarts_under_running_servers_arrives_once";
     let Some(mut nats) = Nats::start(test) else { return };
     let urls = [nats.url()];
-    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (one, two) = two_servers(&urls);
     let (mut watcher, _) = join_tagged(&two, "watcher", "");
     let mut ana = one.join("Ana");
     ana.send("MSG before");
@@ -643,7 +650,7 @@ fn the_whole_history_comes_back_at_its_positions_when_everything_restarts() {
     let test = "the_whole_history_comes_back_at_its_positions_when_everything_restarts";
     let Some(mut nats) = Nats::start(test) else { return };
     let urls = [nats.url()];
-    let (mut one, mut two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (mut one, mut two) = two_servers(&urls);
     let mut ana = one.join("Ana");
     let mut bea = two.join("Bea");
     ana.expect("JOINED Bea");
@@ -674,7 +681,7 @@ fn the_whole_history_comes_back_at_its_positions_when_everything_restarts() {
     }
     nats.kill();
     nats.restart();
-    let (one, two) = (chatd_on(&urls, &[]), chatd_on(&urls, &[]));
+    let (one, two) = two_servers(&urls);
 
     let (mut again, rejoined) = join_tagged(&one, "again", " LAST 1000");
     assert_eq!(rejoined.epoch, joined.epoch, "the same history");
