@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use minichat::cli::ChatdArgs;
-use minichat::discovery::{self, Announcement, NotAnnounced};
+use minichat::discovery::{self, Announcement, NotAnnounced, TlsOffer};
 use minichat::exit_codes as exit;
 use minichat::server::{announce, Server, ShutdownSignal};
 
@@ -30,9 +30,12 @@ fn run(args: &ChatdArgs) -> anyhow::Result<()> {
     // the server is still wanted.
     let mut out = std::io::stdout().lock();
     let _ = announce(server.local_addr(), &mut out);
+    let tls =
+        server.fingerprint().map(|fingerprint| TlsOffer { port: server.tls_addr().map(|a| a.port()), fingerprint });
+    let _ = writeln!(out, "{}", tls_line(&server));
     // On the LAN too, unless bound to loopback or told not to; kept until
     // the server stops, when the room says goodbye.
-    let (_announcement, said) = announce_on_lan(args, server.local_addr(), server.cluster().as_deref());
+    let (_announcement, said) = announce_on_lan(args, server.local_addr(), server.cluster().as_deref(), tls.as_ref());
     let _ = writeln!(out, "{said}");
     for line in server.history_summary() {
         let _ = writeln!(out, "{line}");
@@ -42,18 +45,36 @@ fn run(args: &ChatdArgs) -> anyhow::Result<()> {
     server.serve(&shutdown)
 }
 
+/// The start-up line about TLS: the fingerprint people compare with what
+/// the clients show when they first connect.
+fn tls_line(server: &Server) -> String {
+    let Some(fingerprint) = server.fingerprint() else {
+        return "tls: off (--no-tls): what is said here crosses the network in plain text".into();
+    };
+    let first_byte = match server.tls_addr() {
+        Some(addr) => format!(", and from the first byte on {addr}"),
+        None => String::new(),
+    };
+    format!("tls: STARTTLS on {}{first_byte}; certificate SHA-256 {fingerprint}", server.local_addr())
+}
+
 /// How long start-up waits for the announcement to go out: about a second
 /// is spent first making sure no other service on the LAN has its name.
 const ANNOUNCE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Announces the room on the LAN; returns the announcement and the start-up
 /// line that says what became of it.
-fn announce_on_lan(args: &ChatdArgs, bound: SocketAddr, cluster: Option<&str>) -> (Option<Announcement>, String) {
+fn announce_on_lan(
+    args: &ChatdArgs,
+    bound: SocketAddr,
+    cluster: Option<&str>,
+    tls: Option<&TlsOffer>,
+) -> (Option<Announcement>, String) {
     let label = args.label.clone().unwrap_or_else(discovery::default_label);
     let announced = if args.no_announce {
         Err(NotAnnounced::Off)
     } else {
-        discovery::announce(bound, &label, cluster, ANNOUNCE_PATIENCE)
+        discovery::announce(bound, &label, cluster, tls, ANNOUNCE_PATIENCE)
     };
     match announced {
         Ok(mut announcement) => {

@@ -107,8 +107,9 @@ pub struct ChatdArgs {
     #[arg(long, value_name = "LINES", default_value_t = 20_000)]
     pub rate_burst: u32,
 
-    /// Where the room's history is kept [default: $XDG_STATE_HOME/minichat/chatd, or
-    /// ~/.local/state/minichat/chatd]. Created if missing; one chatd per directory.
+    /// Where the room's history and chatd's TLS certificate are kept [default:
+    /// $XDG_STATE_HOME/minichat/chatd, or ~/.local/state/minichat/chatd]. Created if missing;
+    /// one chatd per directory.
     #[arg(long, value_name = "DIR", env = "CHATD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -125,7 +126,8 @@ pub struct ChatdArgs {
 
     /// Serve a room kept in NATS JetStream, with every chatd started with the same NATS and
     /// --room: one order, one history, names unique across servers. A comma-separated list of
-    /// nats:// URLs of one NATS server or the nodes of a cluster; --data-dir is then unused.
+    /// nats:// URLs of one NATS server or the nodes of a cluster; --data-dir then keeps only the
+    /// TLS certificate.
     #[arg(long, value_name = "URL[,URL...]", env = "CHATD_CLUSTER", value_delimiter = ',')]
     pub cluster: Vec<String>,
 
@@ -144,6 +146,25 @@ pub struct ChatdArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_dead_server_timeout, requires = "cluster")]
     pub dead_server_timeout: Duration,
 
+    /// Speak plain text only: no STARTTLS, no TLS port, no certificate.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_bind"])]
+    pub no_tls: bool,
+
+    /// The TLS certificate to offer, in PEM, with its chain [default: one chatd makes on its
+    /// first start, tls.pem in --data-dir, kept across restarts].
+    #[arg(long, value_name = "FILE", env = "CHATD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, in PEM (it may be the same file).
+    #[arg(long, value_name = "FILE", env = "CHATD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Where TLS is spoken from the first byte, for TLS tools that know no STARTTLS
+    /// (openssl s_client, socat); the minichat tools use STARTTLS on --bind [default: the
+    /// --bind address with the next port, 0.0.0.0:5001].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_bind)]
+    pub tls_bind: Option<SocketAddr>,
+
     /// Log every connection and every ERR sent, too (to standard error).
     #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -161,6 +182,14 @@ impl ChatdArgs {
                 .ok_or_else(|| anyhow::anyhow!("neither XDG_STATE_HOME nor HOME is set: say where to keep the history with --data-dir DIR, or keep none with --history 0"))?
                 .join("chatd"),
         };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            _ if self.no_tls => None,
+            (Some(cert), Some(key)) => Some(crate::tls::Identity::given(cert, key)?),
+            _ => Some(crate::tls::Identity::own(&dir)?),
+        };
+        // Port 0 (the tests) stays 0: the system picks another free port.
+        let next_port = if self.bind.port() == 0 { 0 } else { self.bind.port().wrapping_add(1) };
+        let tls_bind = self.tls_bind.unwrap_or(SocketAddr::new(self.bind.ip(), next_port));
         Ok(Config {
             bind: self.bind,
             max_clients: self.max_clients,
@@ -184,6 +213,8 @@ impl ChatdArgs {
                 replicas: self.replicas,
                 dead_after: self.dead_server_timeout,
             }),
+            tls,
+            tls_bind: Some(tls_bind),
         })
     }
 }
@@ -211,9 +242,22 @@ pub struct ServerOpt {
     /// Do not reconnect: a lost connection ends it at once, with exit status 5.
     #[arg(long)]
     pub no_reconnect: bool,
+
+    /// Talk only to a server whose TLS certificate has this SHA-256 fingerprint (as chatd prints it
+    /// when it starts), even on this computer; anything else ends with exit status 9. Without it, the
+    /// certificate a server shows the first time is remembered (in $XDG_DATA_HOME/minichat/known_servers)
+    /// and a changed one is refused, with exit status 9.
+    #[arg(long, value_name = "SHA256", env = "CHAT_FINGERPRINT", value_parser = crate::tls::Fingerprint::parse)]
+    pub fingerprint: Option<crate::tls::Fingerprint>,
 }
 
 impl ServerOpt {
+    /// What the client trusts of the servers' certificates; set for the
+    /// whole process (`client::set_trust`) before it connects.
+    pub fn trust(&self) -> crate::tls::Trust {
+        crate::tls::Trust::from_env(self.fingerprint)
+    }
+
     /// What the client's membership does when its connection to one of
     /// `servers` (given, or found on the LAN) is lost.
     pub fn settings(&self, servers: &str) -> crate::client::Settings {
@@ -229,19 +273,24 @@ const CHAT_EXIT_STATUS: &str = "\
 Exit status: 0 after /quit, Ctrl-D or the end of input; 1 another failure; 2 bad usage; 3 cannot \
 connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
 not made again within --retry-for, or another connection took the membership over; 7 several rooms \
-found on the LAN with input not a terminal (give --server); 130 Ctrl-C at the name or room prompt.";
+found on the LAN with input not a terminal (give --server); 9 the server's TLS certificate is not the one \
+remembered or given with --fingerprint, or it offered no TLS where it did before; 130 Ctrl-C at the name or \
+room prompt.";
 
 const CHAT_SEND_EXIT_STATUS: &str = "\
 Exit status: 0 once the server confirmed every line; 1 another failure; 2 bad usage; 3 cannot \
 connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
 not made again within --retry-for, or whether the last lines arrived cannot be known (the message says up to which line \
-the server confirmed); 6 a line was refused; 7 several rooms found on the LAN (give --server).";
+the server confirmed); 6 a line was refused; 7 several rooms found on the LAN (give --server); 9 the \
+server's TLS certificate is not the one remembered or given with --fingerprint, or it offered no TLS where \
+it did before.";
 
 const CHAT_TAIL_EXIT_STATUS: &str = "\
 Exit status: 0 after --count messages, or when standard output is closed; 1 another failure; 2 bad \
 usage; 3 cannot connect, or no room found on the LAN; 4 the name given is taken or invalid; 5 the \
 connection was lost and not made again within --retry-for, or another connection took the membership \
-over; 7 several rooms found on the LAN (give --server).";
+over; 7 several rooms found on the LAN (give --server); 9 the server's TLS certificate is not the one \
+remembered or given with --fingerprint, or it offered no TLS where it did before.";
 
 /// `chat`'s options.
 #[derive(Debug, Parser)]

@@ -18,5 +18,8 @@ pub const REFUSED: u8 = 6;
 /// A client given no server found several rooms on the LAN and could not
 /// ask which (`chat-send`, `chat-tail`, a piped `chat`): `--server` says.
 pub const SEVERAL_ROOMS: u8 = 7;
+/// A client refused the server's TLS certificate: not the one remembered
+/// or pinned (`--fingerprint`), or no TLS where it was expected.
+pub const UNTRUSTED: u8 = 9;
 /// Ended by Ctrl-C (`chat` at its name prompt), as shells report SIGINT.
 pub const INTERRUPTED: u8 = 130;

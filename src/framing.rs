@@ -119,6 +119,15 @@ impl LineReader {
         }
     }
 
+    /// Takes the bytes read past the last line returned: after `STARTTLS`,
+    /// they are the start of the client's TLS handshake, not lines.
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.start..self.end].to_vec();
+        self.start = self.end;
+        self.scanned = self.end;
+        rest
+    }
+
     /// At the end of the stream: the last line if it lacked its `\n`.
     pub fn finish(&mut self) -> Option<Frame<'_>> {
         let (start, end) = (self.start, self.end);

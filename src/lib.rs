@@ -19,3 +19,4 @@ pub mod send;
 pub mod server;
 pub mod store;
 pub mod tail;
+pub mod tls;

@@ -8,14 +8,29 @@ use std::path::PathBuf;
 /// empty or relative (which the specification says to ignore); `None`
 /// without a home either.
 pub fn state_dir(xdg_state_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    let state = match xdg_state_home.map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        _ => PathBuf::from(home.filter(|home| !home.is_empty())?).join(".local/state"),
-    };
-    Some(state.join("minichat"))
+    xdg_dir(xdg_state_home, home, ".local/state")
 }
 
 /// [`state_dir`] from this process's environment.
 pub fn own_state_dir() -> Option<PathBuf> {
     state_dir(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+}
+
+/// `$XDG_DATA_HOME/minichat`, or `~/.local/share/minichat`, read as
+/// [`state_dir`] reads its variable.
+pub fn data_dir(xdg_data_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    xdg_dir(xdg_data_home, home, ".local/share")
+}
+
+/// [`data_dir`] from this process's environment.
+pub fn own_data_dir() -> Option<PathBuf> {
+    data_dir(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+}
+
+fn xdg_dir(variable: Option<OsString>, home: Option<OsString>, under_home: &str) -> Option<PathBuf> {
+    let base = match variable.map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => PathBuf::from(home.filter(|home| !home.is_empty())?).join(under_home),
+    };
+    Some(base.join("minichat"))
 }

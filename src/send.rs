@@ -101,6 +101,7 @@ impl std::error::Error for SendError {}
 /// were sent, all confirmed.
 pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     let fail = |error| SendError::Client { error, sent: 0, last: 0, confirmed: 0 };
+    crate::client::set_trust(args.server.trust());
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat-send").map_err(fail)?;
     let mut connection = client::connect(&servers).map_err(fail)?;
     let joined = client::join_as_a_sender(&mut connection, args.name.as_deref(), Replay::Nothing).map_err(fail)?;

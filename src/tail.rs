@@ -19,6 +19,7 @@ use crate::protocol::{Join, Replay, ServerLine};
 const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
+    crate::client::set_trust(args.server.trust());
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat-tail")?;
     let mut connection = client::connect(&servers)?;
     let replay = match &args.since {

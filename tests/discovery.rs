@@ -114,7 +114,24 @@ fn a_client_on_another_host_finds_the_only_room_with_no_address() {
     let (status, out, err) = finish(tail);
     assert!(status.success(), "chat-tail: {status}; {err}");
     assert_eq!(out, ["* Bo joined", "Bo: hola"]);
-    assert_eq!(err, format!("chat-tail: {found}\n"));
+    // The first of b's tools to meet the server says so; chat-send, after
+    // it, trusted what it remembered.
+    let (found_line, first_met) = err.split_once('\n').unwrap_or((&err, ""));
+    assert_eq!(found_line, format!("chat-tail: {found}"));
+    assert_first_met(first_met, "chat-tail", &server);
+}
+
+/// `program`'s line for a server met for the first time, and that what it
+/// says it remembered is in the file it names.
+fn assert_first_met(said: &str, program: &str, server: &str) {
+    let start = format!("{program}: first connection to {server}; its TLS certificate is ");
+    let Some(rest) = said.strip_prefix(&start) else { panic!("not a first meeting: {said:?}") };
+    let (fingerprint, rest) = rest.split_once(". ").expect("a sentence after the fingerprint");
+    let file = rest.trim_end().rsplit(' ').next().expect("the file named last");
+    let remembered = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let compact = fingerprint.replace(':', "").to_lowercase();
+    assert_eq!(compact.len(), 64, "{said}");
+    assert!(remembered.lines().any(|line| line == format!("{server} {compact}")), "{remembered}");
 }
 
 #[test]
@@ -170,7 +187,7 @@ fn with_two_rooms_the_pipeline_tools_stop_with_both_and_chat_list_prints_both() 
         send.args(["--name", "Cy", "by hand"]);
         let (status, _, err) = finish(Proc::spawn(send, "chat-send --server"));
         assert!(status.success(), "chat-send to {server}: {status}; {err}");
-        assert_eq!(err, "");
+        assert_first_met(&err, "chat-send", server);
     }
 }
 
@@ -182,7 +199,7 @@ fn chat_asks_which_of_two_rooms_and_joins_the_one_chosen() {
     let (_attic, _) = start_room(b, &["--label", "attic"]);
     let state = TempDir::new("discovery-chat");
     let command = format!(
-        "env -u CHAT_NAME -u CHAT_SERVER XDG_STATE_HOME={} {}; echo EXITED:$?",
+        "env -u CHAT_NAME -u CHAT_SERVER XDG_STATE_HOME={0} XDG_DATA_HOME={0} {1}; echo EXITED:$?",
         quote(&state.path().display().to_string()),
         quote(&bin("chat").display().to_string()),
     );

@@ -97,7 +97,7 @@ fn chat_send(host: &Host, server: &str, name: &str, text: &str) {
 /// with its history in `state`; the shell then shows `EXITED:<status>`.
 fn chat_on(host: &Host, server: &str, state: &Path, args: &str) -> Tmux {
     let command = format!(
-        "env -u CHAT_NAME -u CHAT_SERVER XDG_STATE_HOME={} {} --server {} {args}; echo EXITED:$?",
+        "env -u CHAT_NAME -u CHAT_SERVER XDG_STATE_HOME={0} XDG_DATA_HOME={0} {1} --server {2} {args}; echo EXITED:$?",
         quote(&state.display().to_string()),
         quote(&bin("chat").display().to_string()),
         quote(server),

@@ -74,6 +74,9 @@ pub enum ClientError {
     /// connection was lost were taken cannot be known: sending them again
     /// could double them, not sending could lose them.
     Unsure { server: String, unconfirmed: usize, why: String },
+    /// The server's TLS certificate is not the one trusted, or it offered
+    /// no TLS where TLS was expected.
+    Untrusted(Box<crate::tls::TrustError>),
 }
 
 impl ClientError {
@@ -87,6 +90,7 @@ impl ClientError {
             ClientError::Lost { .. } | ClientError::Bye { .. } | ClientError::Protocol(_) => exit::LOST,
             ClientError::GaveUp { .. } | ClientError::Unsure { .. } => exit::LOST,
             ClientError::Refused(_) => exit::REFUSED,
+            ClientError::Untrusted(_) => exit::UNTRUSTED,
         }
     }
 }
@@ -180,6 +184,7 @@ impl fmt::Display for ClientError {
                 "{server}: {why}, so whether the {unconfirmed} message(s) sent before the connection was lost \
                  arrived cannot be known; they were not sent again (look at the room, then send what is missing)"
             ),
+            ClientError::Untrusted(e) => write!(f, "{e}"),
         }
     }
 }
@@ -188,6 +193,7 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Connect { source, .. } => Some(source),
+            ClientError::Untrusted(e) => Some(e.as_ref()),
             _ => None,
         }
     }

@@ -10,6 +10,8 @@
 //!   once after a lost connection;
 //! - `servers`: a list of servers, the order they are tried in, and
 //!   connecting to the first that answers;
+//! - `secure`: TLS: asking for it, trusting the server, reading and writing
+//!   through it;
 //! - `backoff`: how long to wait between tries, and when to give up;
 //! - `wait`: `poll` on the socket and one more descriptor;
 //! - `render`, `error`: how events and errors are shown.
@@ -19,6 +21,7 @@ mod error;
 mod membership;
 mod pending;
 mod render;
+mod secure;
 mod servers;
 mod wait;
 
@@ -31,6 +34,8 @@ pub use self::error::{ClientError, NotChatd};
 pub use self::membership::Settings;
 pub use self::membership::{Event, Membership, News};
 pub use self::render::{json_missed, render, render_event, Format};
+pub use self::secure::set_trust;
+use self::secure::{Incoming, Outgoing};
 use self::wait::Ready;
 pub use self::wait::Watch;
 use crate::framing::{Frame, LineReader};
@@ -60,13 +65,15 @@ pub fn with_default_port(server: &str) -> String {
 /// The sending half of a connection; buffered, so call `flush`.
 #[derive(Debug)]
 pub struct Sender {
-    out: BufWriter<TcpStream>,
+    out: BufWriter<Outgoing>,
 }
 
 /// The receiving half of a connection.
 #[derive(Debug)]
 pub struct Receiver {
     stream: TcpStream,
+    /// Set once TLS is on.
+    tls: Option<std::sync::Arc<crate::tls::Session>>,
     lines: LineReader,
     server: String,
 }
@@ -118,9 +125,11 @@ pub fn connect_within(server: &str, patience: Duration) -> Result<(Sender, Recei
     // A server that accepts but never says HELLO, or never answers JOIN, is
     // reported rather than waited for; `Membership` lifts this once joined.
     stream.set_read_timeout(Some(patience.max(CONNECT_TIMEOUT))).map_err(connect_error)?;
-    let out = BufWriter::with_capacity(64 * 1024, stream.try_clone().map_err(connect_error)?);
-    let mut receiver = Receiver { stream, lines: LineReader::unlimited(), server };
+    let writing = stream.try_clone().map_err(connect_error)?;
+    let mut receiver = Receiver { stream, tls: None, lines: LineReader::unlimited(), server };
     receiver.hello(patience.max(CONNECT_TIMEOUT))?;
+    receiver.tls = secure::start(&mut receiver)?;
+    let out = BufWriter::with_capacity(64 * 1024, Outgoing { stream: writing, tls: receiver.tls.clone() });
     Ok((Sender { out }, receiver))
 }
 
@@ -168,10 +177,10 @@ impl Sender {
     /// up if they do not come within a few seconds.
     pub fn finish(mut self) -> io::Result<()> {
         self.out.flush()?;
-        let stream = self.out.get_ref();
+        let outgoing = self.out.get_ref();
         // The halves share one socket, so this bounds the receiver's wait.
-        stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-        stream.shutdown(std::net::Shutdown::Write)
+        outgoing.stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        outgoing.finish()
     }
 }
 
@@ -214,7 +223,8 @@ impl Receiver {
                 return Ok(Arrival::TimeUp);
             }
             let mut watched = None;
-            if watch.is_some() || left.is_some() {
+            let buffered = self.tls.as_ref().is_some_and(|tls| tls.has_buffered());
+            if (watch.is_some() || left.is_some()) && !buffered {
                 let ready = wait::wait(Some(std::os::fd::AsFd::as_fd(&self.stream)), watch, left)
                     .map_err(|e| self.lost(&e.to_string()))?;
                 // With both ready, what the socket has is read first, so that a
@@ -225,7 +235,7 @@ impl Receiver {
                     Ready { watched: events, socket: true } => watched = events,
                 }
             }
-            let read = self.lines.read_from(&mut &self.stream);
+            let read = self.lines.read_from(&mut Incoming { stream: &self.stream, tls: self.tls.as_deref() });
             if let (Some(events), Ok(1..)) = (watched, &read) {
                 return Ok(Arrival::Watched(events));
             }
@@ -265,7 +275,7 @@ impl Receiver {
             if read > MAX_HELLO {
                 return Err(not_chatd(NotChatd::Endless(read)));
             }
-            match self.lines.read_from(&mut &self.stream) {
+            match self.lines.read_from(&mut Incoming { stream: &self.stream, tls: self.tls.as_deref() }) {
                 Ok(0) => return Err(not_chatd(NotChatd::Closed)),
                 Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -276,6 +286,12 @@ impl Receiver {
                 Err(e) => return Err(self.lost(&e.to_string())),
             }
         }
+    }
+
+    /// Whether what is said on this connection stays between this computer
+    /// and the server: TLS, or both on this computer.
+    pub fn is_private(&self) -> bool {
+        self.tls.is_some() || self.stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback())
     }
 
     /// Bounds how long a read may wait (`None`: for ever).

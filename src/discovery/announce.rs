@@ -98,6 +98,7 @@ pub fn announce(
     bound: SocketAddr,
     label: &str,
     cluster: Option<&str>,
+    tls: Option<&super::TlsOffer>,
     patience: Duration,
 ) -> Result<Announcement, NotAnnounced> {
     let Some(scope) = scope(bound.ip()) else { return Err(NotAnnounced::Loopback(bound.ip())) };
@@ -106,7 +107,7 @@ pub fn announce(
     // namespaces of one) must not claim one name with different addresses.
     let word = crate::history::random_word(12).map_err(|e| NotAnnounced::Failed(e.to_string()))?;
     let host = format!("minichat-{}.local.", word.to_ascii_lowercase());
-    let txt = txt_record(label, cluster);
+    let txt = txt_record(label, cluster, tls);
     let info = match scope {
         Scope::Only(ip) => {
             let mut info = ServiceInfo::new(SERVICE_TYPE, label, &host, ip, bound.port(), &txt[..]).map_err(failed)?;
@@ -230,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_loopback_server_is_refused_before_anything_is_started() {
-        let refused = announce("127.0.0.1:5000".parse().unwrap(), "x", None, Duration::ZERO).unwrap_err();
+        let refused = announce("127.0.0.1:5000".parse().unwrap(), "x", None, None, Duration::ZERO).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "not announced on the LAN: bound to loopback (127.0.0.1), which no other computer can reach"

@@ -34,12 +34,27 @@ pub const MAX_LABEL_BYTES: usize = 63;
 
 /// The TXT record of a room labelled `label`: `txtvers=1`, `room=<label>`,
 /// `proto=2`, and for a room served by several chatd (`--cluster`),
-/// `cluster=<the room's epoch>`, the same on each of them. Keys added later
-/// (TLS details) go after these; clients ignore keys they do not know.
-pub fn txt_record(label: &str, cluster: Option<&str>) -> Vec<(&'static str, String)> {
+/// `cluster=<the room's epoch>`, the same on each of them. With TLS:
+/// `tls=starttls`, `tlsport=<port>` where TLS is spoken from the first byte,
+/// and `fp=<SHA-256 of the certificate, 64 hex digits>`. Clients ignore keys
+/// they do not know.
+pub fn txt_record(label: &str, cluster: Option<&str>, tls: Option<&TlsOffer>) -> Vec<(&'static str, String)> {
     let mut txt = vec![("txtvers", TXT_VERSION.into()), ("room", label.into()), ("proto", PROTOCOL_VERSION.into())];
     txt.extend(cluster.map(|epoch| ("cluster", epoch.to_owned())));
+    if let Some(tls) = tls {
+        txt.push(("tls", "starttls".into()));
+        txt.extend(tls.port.map(|port| ("tlsport", port.to_string())));
+        txt.push(("fp", tls.fingerprint.compact()));
+    }
     txt
+}
+
+/// How a chatd offers TLS, for its TXT record.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsOffer {
+    /// Where TLS is spoken from the first byte, if anywhere.
+    pub port: Option<u16>,
+    pub fingerprint: crate::tls::Fingerprint,
 }
 
 /// A room's label as given to `chatd --label`: 1 to 63 bytes of UTF-8 text
@@ -148,13 +163,19 @@ mod tests {
 
     #[test]
     fn the_txt_record_starts_with_its_version_and_names_the_room() {
-        let txt = txt_record("kitchen", None);
+        let txt = txt_record("kitchen", None, None);
         assert_eq!(txt[0], ("txtvers", "1".to_owned()));
         assert_eq!(txt[1], ("room", "kitchen".to_owned()));
         assert_eq!(txt[2], ("proto", "2".to_owned()));
         assert_eq!(txt.len(), 3);
-        let clustered = txt_record("kitchen", Some("js17"));
+        let clustered = txt_record("kitchen", Some("js17"), None);
         assert_eq!(clustered[3], ("cluster", "js17".to_owned()));
+        let fingerprint = crate::tls::Fingerprint::of(b"certificate");
+        let secure = txt_record("kitchen", None, Some(&TlsOffer { port: Some(5001), fingerprint }));
+        assert_eq!(
+            secure[3..],
+            [("tls", "starttls".into()), ("tlsport", "5001".into()), ("fp", fingerprint.compact())]
+        );
     }
 
     fn found(label: &str, addr: &str, cluster: Option<&str>) -> FoundRoom {

@@ -30,6 +30,8 @@ pub enum Request<'a> {
     Exit,
     Names,
     Ping(Option<&'a str>),
+    /// TLS from the next byte on (`docs/protocol.md`, "Nobody listening in").
+    StartTls,
 }
 
 impl<'a> Request<'a> {
@@ -56,6 +58,8 @@ impl<'a> Request<'a> {
             Ok(Request::Ping(arg.filter(|token| !token.is_empty())))
         } else if is("TAGS") {
             Ok(Request::Tags)
+        } else if is("STARTTLS") {
+            Ok(Request::StartTls)
         } else {
             Err(Refusal::new(
                 ErrorCode::UnknownCommand,
@@ -78,6 +82,7 @@ impl fmt::Display for Request<'_> {
             Request::Names => f.write_str("NAMES"),
             Request::Ping(Some(token)) => write!(f, "PING {token}"),
             Request::Ping(None) => f.write_str("PING"),
+            Request::StartTls => f.write_str("STARTTLS"),
         }
     }
 }
@@ -179,6 +184,7 @@ wire_words! {
         Timeout => "TIMEOUT",
         BadOption => "BAD_OPTION",
         Unavailable => "UNAVAILABLE",
+        NoTls => "NO_TLS",
     }
 }
 
@@ -225,6 +231,8 @@ pub enum ServerLine {
     },
     OkJoin(String),
     OkTags,
+    /// TLS begins with the next byte.
+    OkStartTls,
     /// `MISSED <n>`, or `MISSED ?` (`None`) when the position was not this
     /// room's.
     Missed(Option<u64>),
@@ -268,6 +276,7 @@ impl ServerLine {
             "OK" => match rest.split_once(' ') {
                 Some(("JOIN", name)) if !name.is_empty() => ServerLine::OkJoin(name.to_owned()),
                 None if rest == "TAGS" => ServerLine::OkTags,
+                None if rest == "STARTTLS" => ServerLine::OkStartTls,
                 _ => return None,
             },
             "ERR" => {
@@ -304,6 +313,7 @@ impl fmt::Display for ServerLine {
             ServerLine::Hello { server, text } => write!(f, "HELLO {server} {text}"),
             ServerLine::OkJoin(name) => write!(f, "OK JOIN {name}"),
             ServerLine::OkTags => f.write_str("OK TAGS"),
+            ServerLine::OkStartTls => f.write_str("OK STARTTLS"),
             ServerLine::Missed(Some(n)) => write!(f, "MISSED {n}"),
             ServerLine::Missed(None) => f.write_str("MISSED ?"),
             ServerLine::Err(refusal) => write!(f, "ERR {refusal}"),
@@ -387,6 +397,7 @@ mod tests {
             ("NAMES", Ok(Request::Names)),
             ("PING", Ok(Request::Ping(None))),
             ("PING 42", Ok(Request::Ping(Some("42")))),
+            ("starttls", Ok(Request::StartTls)),
             ("PING ", Ok(Request::Ping(None))),
             ("HELLO", Err(ErrorCode::UnknownCommand)),
             ("MSGX hi", Err(ErrorCode::UnknownCommand)),
@@ -413,6 +424,7 @@ mod tests {
             "PONG",
             "BYE shutdown",
             "OK TAGS",
+            "OK STARTTLS",
             "MISSED 12",
             "MISSED ?",
             "BYE replaced",

@@ -18,6 +18,7 @@ pub(super) fn plain(args: &ChatArgs) -> Result<(), ChatError> {
     // At a terminal (`echo hi | chat`) a person reads the output: show the
     // room as the prompt does, its last events with their times first.
     let at_terminal = io::stdout().is_terminal();
+    crate::client::set_trust(args.server.trust());
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat")?;
     let mut connection = client::connect(&servers)?;
     let replay = Replay::Last(args.history.unwrap_or(if at_terminal { DEFAULT_HISTORY } else { 0 }));

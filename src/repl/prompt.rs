@@ -44,6 +44,7 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let typing = Typing::default();
     typing.install(&mut editor);
     let history_events = args.history.unwrap_or(DEFAULT_HISTORY);
+    crate::client::set_trust(args.server.trust());
     let servers = match args.server.server.as_deref() {
         Some(given) => given.to_owned(),
         None => match find_room(&mut editor, &typing)? {

@@ -33,6 +33,9 @@ const LINGER: Duration = Duration::from_secs(5);
 /// How long a client has, once sent everything and a FIN, to close its end.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a TLS handshake may take: a few round trips, even on Wi-Fi.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why the connection ends.
 #[derive(Debug)]
 enum End {
@@ -57,6 +60,8 @@ pub(crate) struct Connection {
     session: Session,
     /// The signal mask to wait with, so that a nudge interrupts the wait.
     wait_mask: SigSet,
+    /// Whether TLS starts with the first byte (chatd's TLS port).
+    tls_first: bool,
     _ticket: Ticket,
 }
 
@@ -70,6 +75,8 @@ struct Session {
     throttle: Throttle,
     /// Whether the client asked for tags (`TAGS`).
     tags: bool,
+    /// Whether TLS begins once `OK STARTTLS` is out: no line is read until.
+    starting_tls: bool,
 }
 
 impl Connection {
@@ -79,6 +86,7 @@ impl Connection {
         peer: SocketAddr,
         nudge: Arc<Nudge>,
         ticket: Ticket,
+        tls_first: bool,
     ) -> Connection {
         let link = Arc::new(Link::new(ticket.id(), stream, nudge));
         let session = Session {
@@ -88,9 +96,10 @@ impl Connection {
             attachment: None,
             throttle: Throttle::new(ctx.config.rate_limit, ctx.config.rate_burst),
             tags: false,
+            starting_tls: false,
         };
         let input = LineReader::new(ctx.config.max_line).ignoring_telnet();
-        Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), _ticket: ticket }
+        Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), tls_first, _ticket: ticket }
     }
 
     /// Boxed, so that no frame of this thread holds a copy of the
@@ -106,6 +115,12 @@ impl Connection {
         };
         self.wait_mask = attached.wait_mask;
         self.ctx.log.debug(format_args!("{}: connected", self.peer));
+        if self.tls_first {
+            if let Err(e) = self.start_tls(&[]) {
+                self.ctx.log.debug(format_args!("{}: no TLS: {e}", self.peer));
+                return;
+            }
+        }
         let hello = ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() };
         self.link.reply(0, &hello);
         let end = self.serve();
@@ -150,10 +165,19 @@ impl Connection {
                 Ok(paused) => paused,
                 Err(end) => return end,
             };
-            match self.link.flush() {
-                Ok(_) => {}
+            let flushed = match self.link.flush() {
+                Ok(flushed) => flushed,
                 Err(FlushError::Expelled) => return End::Slow,
                 Err(FlushError::Io(e)) => return End::Failed(e),
+            };
+            if self.session.starting_tls && flushed {
+                // What the client sent after STARTTLS is its handshake.
+                self.session.starting_tls = false;
+                let early = self.input.take_rest();
+                if let Err(e) = self.start_tls(&early) {
+                    return End::Failed(e);
+                }
+                continue;
             }
             let may_read = self.session.may_read();
             if paused && may_read {
@@ -174,15 +198,20 @@ impl Connection {
                 }
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            let ready = match wait(self.stream(), &self.wait_mask, want_read, want_write, timeout) {
-                Ok(ready) => ready,
-                Err(e) => return End::Failed(e),
+            let ready = if want_read && self.link.wire().has_buffered() {
+                // Decrypted already: the socket may have nothing more.
+                Ready { readable: true, broken: false }
+            } else {
+                match wait(self.stream(), &self.wait_mask, want_read, want_write, timeout) {
+                    Ok(ready) => ready,
+                    Err(e) => return End::Failed(e),
+                }
             };
             if ready.broken {
                 return End::Failed(self.link.failure());
             }
             if ready.readable {
-                match self.input.read_from(&mut &self.link.stream) {
+                match self.input.read_from(&mut self.link.wire()) {
                     Ok(0) => end_of_input = true,
                     Ok(_) => {}
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
@@ -190,6 +219,34 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Runs the TLS handshake, `early` being what the client sent of it with
+    /// its `STARTTLS`; from then on everything is encrypted.
+    fn start_tls(&self, early: &[u8]) -> io::Result<()> {
+        let identity = self.ctx.config.tls.as_ref().expect("TLS is offered only with a certificate");
+        let conn = rustls::ServerConnection::new(Arc::clone(&identity.config)).map_err(io::Error::other)?;
+        let session = crate::tls::Session::new(conn);
+        session.feed(early)?;
+        self.link.set_tls(session);
+        let tls = self.link.tls().expect("TLS was just set");
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        crate::tls::handshake(tls, self.stream(), &mut |want| {
+            if self.ctx.room.is_closed() {
+                return Err(io::Error::other("the server is shutting down"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake took too long"));
+            }
+            let read = want == crate::tls::Want::Read;
+            match wait(self.stream(), &self.wait_mask, read, !read, Some(left))? {
+                Ready { broken: true, .. } => Err(self.link.failure()),
+                _ => Ok(()),
+            }
+        })?;
+        self.ctx.log.debug(format_args!("{}: TLS on", self.peer));
+        Ok(())
     }
 
     /// Handles the complete lines read so far, as far as flood control and the
@@ -316,6 +373,9 @@ impl Connection {
     /// reset, which can destroy the last lines before the client reads them.
     /// Returns false when the client kept its end open all that time.
     fn close_gently(&self, deadline: Instant) -> bool {
+        if let Some(tls) = self.link.tls() {
+            let _ = tls.close(self.stream());
+        }
         let _ = self.stream().shutdown(Shutdown::Write);
         let deadline = deadline.min(Instant::now() + CLOSE_GRACE);
         loop {
@@ -349,7 +409,7 @@ impl Connection {
 impl Session {
     /// Whether the next request may be handled now.
     fn may_read(&mut self) -> bool {
-        !self.link.is_backlogged() && self.throttle.ready()
+        !self.starting_tls && !self.link.is_backlogged() && self.throttle.ready()
     }
 
     /// Where a reply made now belongs among the room's events.
@@ -417,6 +477,11 @@ impl Session {
                 let at = self.now();
                 link.reply(at, &ServerLine::OkTags);
             }
+            (Request::StartTls, Some(_)) => {
+                let text = "STARTTLS comes before JOIN; connect again and send it first";
+                self.refuse(Refusal::new(ErrorCode::AlreadyJoined, text));
+            }
+            (Request::StartTls, None) => self.start_tls_asked(),
             (Request::Msg(_) | Request::Names, None) => self.refuse(not_joined()),
             (Request::Msg(text), Some(member)) => match member.say(text) {
                 Ok(()) => {}
@@ -440,6 +505,20 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Answers `STARTTLS`: `OK STARTTLS`, after which the connection thread
+    /// starts TLS; or why not.
+    fn start_tls_asked(&mut self) {
+        if self.link.is_tls() {
+            self.refuse(Refusal::new(ErrorCode::NoTls, "this connection is encrypted already"));
+        } else if self.ctx.config.tls.is_none() {
+            let text = "this server offers no TLS (chatd --no-tls); go on in plain text";
+            self.refuse(Refusal::new(ErrorCode::NoTls, text));
+        } else {
+            self.link.reply(0, &ServerLine::OkStartTls);
+            self.starting_tls = true;
+        }
     }
 
     /// Waits until what the member said is in the room's order (in a room

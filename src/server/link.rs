@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::nudge::Nudge;
 use super::outbox::{FlushError, Outbox};
+use super::wire::Wire;
 use crate::history::Replay;
 use crate::room::Membership;
+use crate::tls::Session;
 
 /// Writes a writer thread makes to one member before going on to the next:
 /// enough for a few thousand lines.
@@ -25,6 +27,9 @@ const WRITES_PER_TURN: usize = 4;
 pub(crate) struct Link {
     pub id: u64,
     pub stream: TcpStream,
+    /// Set once the TLS handshake is done; before that, and without TLS,
+    /// the socket speaks plain text.
+    tls: OnceLock<Session>,
     out: Mutex<Outbox>,
     member: OnceLock<Membership>,
     /// Wakes the connection thread: its member was expelled, a writer found
@@ -44,6 +49,7 @@ impl Link {
         Link {
             id,
             stream,
+            tls: OnceLock::new(),
             out: Mutex::default(),
             member: OnceLock::new(),
             nudge,
@@ -51,6 +57,28 @@ impl Link {
             failed: AtomicBool::new(false),
             full: AtomicBool::new(false),
         }
+    }
+
+    /// The socket, through TLS if it is on.
+    pub fn wire(&self) -> Wire<'_> {
+        Wire { stream: &self.stream, tls: self.tls.get() }
+    }
+
+    /// Has everything from now on go through `session`. Only before the
+    /// connection joins: no writer thread knows it yet.
+    pub fn set_tls(&self, session: Session) {
+        assert!(self.member().is_none(), "TLS starts before JOIN");
+        assert!(self.tls.set(session).is_ok(), "TLS starts once");
+    }
+
+    /// The TLS session, once its handshake began.
+    pub fn tls(&self) -> Option<&Session> {
+        self.tls.get()
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls.get().is_some()
     }
 
     pub fn member(&self) -> Option<&Membership> {
@@ -86,7 +114,7 @@ impl Link {
     /// `Outbox::flush_some`, noting for the writers whether the socket was
     /// found full.
     fn flush_some(&self, out: &mut Outbox, writes: usize) -> Result<bool, FlushError> {
-        let flushed = out.flush_some(&self.stream, self.member(), writes);
+        let flushed = out.flush_some(self.wire(), self.member(), writes);
         self.full.store(out.is_full(), Ordering::SeqCst);
         flushed
     }
@@ -154,7 +182,7 @@ impl Link {
     /// Sends what is ready without the room's events: for the last words
     /// to a member that was expelled.
     pub fn flush_replies(&self) -> Result<bool, FlushError> {
-        self.out().flush(&self.stream, None)
+        self.out().flush(self.wire(), None)
     }
 
     fn out(&self) -> MutexGuard<'_, Outbox> {

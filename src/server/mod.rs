@@ -12,6 +12,7 @@ mod registry;
 mod shutdown;
 mod socket;
 mod wakeup;
+mod wire;
 mod writers;
 
 use std::io::{self, Write};
@@ -60,6 +61,12 @@ pub struct Config {
     pub history: crate::history::Config,
     /// Set to serve a room kept in NATS JetStream (`--cluster`).
     pub cluster: Option<ClusterConfig>,
+    /// The certificate to offer TLS with (`STARTTLS`, and `tls_bind`);
+    /// `None` for plain text only (`--no-tls`).
+    pub tls: Option<crate::tls::Identity>,
+    /// Where TLS is spoken from the first byte, for tools that know TLS but
+    /// not `STARTTLS` (`openssl s_client`); `None` for nowhere.
+    pub tls_bind: Option<SocketAddr>,
 }
 
 /// Where the room is kept when it spans several servers.
@@ -91,6 +98,8 @@ impl Default for Config {
                 sync: crate::history::SyncPolicy::EverySecond,
             },
             cluster: None,
+            tls: None,
+            tls_bind: None,
         }
     }
 }
@@ -108,6 +117,8 @@ struct Context {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// Where TLS is spoken from the first byte (`--tls-bind`).
+    tls_listener: Option<TcpListener>,
     ctx: Arc<Context>,
     /// What the start-up lines say of the history.
     history_summary: Vec<String>,
@@ -116,8 +127,16 @@ pub struct Server {
 impl Server {
     pub fn bind(config: Config) -> anyhow::Result<Server> {
         raise_fd_limit();
-        let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e))?;
+        let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e, "--bind"))?;
         listener.set_nonblocking(true)?;
+        let tls_listener = match (&config.tls, config.tls_bind) {
+            (Some(_), Some(addr)) => {
+                let tls_listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e, "--tls-bind"))?;
+                tls_listener.set_nonblocking(true)?;
+                Some(tls_listener)
+            }
+            _ => None,
+        };
         let log = Log::new(config.verbosity);
         let (room, summary) = match &config.cluster {
             Some(cluster) => open_cluster(cluster, &config, log)?,
@@ -136,7 +155,7 @@ impl Server {
         let ctx =
             Context { room, writers, registry: Registry::new(config.max_clients, config.max_per_address), log, config };
         let history_summary = vec![summary];
-        Ok(Server { listener, ctx: Arc::new(ctx), history_summary })
+        Ok(Server { listener, tls_listener, ctx: Arc::new(ctx), history_summary })
     }
 
     /// For a room served by several chatd (`--cluster`), what names it the
@@ -155,15 +174,26 @@ impl Server {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// Where TLS is spoken from the first byte, if anywhere.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
+    /// The fingerprint of the certificate TLS is offered with.
+    pub fn fingerprint(&self) -> Option<crate::tls::Fingerprint> {
+        self.ctx.config.tls.as_ref().map(|identity| identity.fingerprint)
+    }
+
     /// Serves until `shutdown` fires, then stops accepting, delivers what was
     /// accepted, says `BYE shutdown` to everyone and returns, within the
     /// shutdown timeout.
     pub fn serve(self, shutdown: &ShutdownSignal) -> anyhow::Result<()> {
         loop {
-            let mut fds = [
-                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+            let mut fds = vec![
                 PollFd::new(shutdown.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
             ];
+            fds.extend(self.tls_listener.as_ref().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(anyhow!(e).context("waiting for connections")),
@@ -171,9 +201,13 @@ impl Server {
             if shutdown.is_requested() {
                 break;
             }
-            self.accept_ready();
+            self.accept_ready(&self.listener, false);
+            if let Some(tls_listener) = &self.tls_listener {
+                self.accept_ready(tls_listener, true);
+            }
         }
         drop(self.listener);
+        drop(self.tls_listener);
         let ctx = &self.ctx;
         let deadline = Instant::now() + ctx.config.shutdown_timeout;
         ctx.log.info(format_args!(
@@ -203,10 +237,10 @@ impl Server {
         Ok(())
     }
 
-    fn accept_ready(&self) {
+    fn accept_ready(&self, listener: &TcpListener, tls_first: bool) {
         loop {
-            match self.listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, tls_first),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
@@ -221,7 +255,7 @@ impl Server {
         }
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, tls_first: bool) {
         let ctx = &self.ctx;
         let nudge = Arc::new(Nudge::default());
         let ticket = match ctx.registry.admit(Arc::clone(&nudge), peer.ip()) {
@@ -229,7 +263,7 @@ impl Server {
             Err(Turned::Full) => {
                 let max = ctx.registry.max();
                 let noun = if max == 1 { "connection" } else { "connections" };
-                return self.refuse(stream, peer, &format!("server full ({max} {noun}); try again later"));
+                return self.refuse(stream, peer, tls_first, &format!("server full ({max} {noun}); try again later"));
             }
             Err(Turned::TooMany) => {
                 let max = ctx.registry.max_per_address();
@@ -237,23 +271,28 @@ impl Server {
                     "too many connections from {} ({max} at most from one computer); close one, then try again",
                     peer.ip()
                 );
-                return self.refuse(stream, peer, &why);
+                return self.refuse(stream, peer, tls_first, &why);
             }
         };
         if let Err(e) = socket::configure(&stream, ctx.config.dead_peer_timeout) {
             ctx.log.error(format_args!("{peer}: cannot set socket options: {e}"));
             return;
         }
-        let connection = Box::new(Connection::new(Arc::clone(ctx), stream, peer, nudge, ticket));
+        let connection = Box::new(Connection::new(Arc::clone(ctx), stream, peer, nudge, ticket, tls_first));
         let spawned = thread::Builder::new().stack_size(THREAD_STACK).spawn(move || connection.run());
         if let Err(e) = spawned {
             ctx.log.error(format_args!("{peer}: cannot start a thread: {e}; lower --max-clients"));
         }
     }
 
-    /// Turns a connection away with `ERR FULL` and `BYE full`.
-    fn refuse(&self, stream: TcpStream, peer: SocketAddr, why: &str) {
+    /// Turns a connection away with `ERR FULL` and `BYE full`; on the TLS
+    /// port, where plain words would be taken for a broken handshake, by
+    /// closing it.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, tls_first: bool, why: &str) {
         self.ctx.log.info(format_args!("{peer}: turned away: {why}"));
+        if tls_first {
+            return;
+        }
         let lines = [
             ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() },
             ServerLine::Err(Refusal::new(ErrorCode::Full, why)),
@@ -296,12 +335,14 @@ fn open_cluster(cluster: &ClusterConfig, config: &Config, log: Log) -> anyhow::R
     Ok((room, summary))
 }
 
-fn bind_error(addr: SocketAddr, e: io::Error) -> anyhow::Error {
+fn bind_error(addr: SocketAddr, e: io::Error, option: &str) -> anyhow::Error {
     let hint = match e.kind() {
-        io::ErrorKind::AddrInUse => "is another chatd running? choose another port with --bind",
-        io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; choose another port with --bind",
-        io::ErrorKind::AddrNotAvailable => "that address is not on this computer; try --bind 0.0.0.0:PORT",
-        _ => "check --bind",
+        io::ErrorKind::AddrInUse => format!("is another chatd running? choose another port with {option}"),
+        io::ErrorKind::PermissionDenied => {
+            format!("ports below 1024 need privileges; choose another port with {option}")
+        }
+        io::ErrorKind::AddrNotAvailable => format!("that address is not on this computer; try {option} 0.0.0.0:PORT"),
+        _ => format!("check {option}"),
     };
     anyhow!("cannot listen on {addr}: {e}; {hint}")
 }

@@ -1,6 +1,7 @@
 //! What one connection still has to send: its own replies, interleaved at the
-//! right place with the room's events, written with one `writev` for
-//! everything ready.
+//! right place with the room's events, written with one `sendmsg` for
+//! everything ready (through TLS: one vectored write into rustls, and one
+//! `sendmsg` of its records).
 //!
 //! A reply is tagged with the room's sequence number when it was made, and
 //! goes out after every event before that number: so a `PONG` proves to its
@@ -14,11 +15,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
-
+use super::wire::Wire;
 use crate::history::{Event, Replay};
 use crate::protocol;
 use crate::room::{Expelled, Line, Membership};
@@ -111,8 +109,8 @@ impl Outbox {
 
     /// Writes until everything is sent or the socket is full.
     /// Returns true when nothing is left to send.
-    pub fn flush(&mut self, stream: &TcpStream, member: Option<&Membership>) -> Result<bool, FlushError> {
-        self.flush_some(stream, member, usize::MAX)
+    pub fn flush(&mut self, wire: Wire<'_>, member: Option<&Membership>) -> Result<bool, FlushError> {
+        self.flush_some(wire, member, usize::MAX)
     }
 
     /// Like `flush`, but stops after `writes` writes once a batch has gone
@@ -121,7 +119,7 @@ impl Outbox {
     /// is still ahead of the member's cursor.
     pub fn flush_some(
         &mut self,
-        stream: &TcpStream,
+        wire: Wire<'_>,
         member: Option<&Membership>,
         writes: usize,
     ) -> Result<bool, FlushError> {
@@ -132,6 +130,12 @@ impl Outbox {
             }
             self.refill(member)?;
             if self.batch.is_empty() {
+                // TLS records of lines already taken may still wait.
+                if !wire.flush().map_err(FlushError::Io)? {
+                    self.full = true;
+                    self.set_blocked(true, member);
+                    return Ok(false);
+                }
                 self.set_blocked(false, member);
                 self.release_memory();
                 return Ok(true);
@@ -139,7 +143,7 @@ impl Outbox {
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.batch.len());
             slices.extend(self.batch.iter().map(|line| IoSlice::new(line)));
             slices[0].advance(self.written);
-            match send(stream, &slices) {
+            match wire.send(&slices) {
                 Ok(0) => return Err(FlushError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.consume(n);
@@ -239,11 +243,4 @@ impl Outbox {
             self.batch.pop_front();
         }
     }
-}
-
-/// `writev`, but a client that went away is an error rather than SIGPIPE:
-/// a program embedding the server need not ignore that signal.
-fn send(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
-    Ok(sendmsg::<SockaddrStorage>(stream.as_raw_fd(), slices, &[], flags, None)?)
 }

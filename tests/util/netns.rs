@@ -166,11 +166,19 @@ impl Netns {
         run(&words)
     }
 
-    /// A command that runs `program` inside.
+    /// A command that runs `program` inside. Its clients remember servers'
+    /// certificates (`$XDG_DATA_HOME`) in a folder of this namespace's, so
+    /// no test meets what another remembered, nor the person's own.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name]).arg(program);
+        command.env("XDG_DATA_HOME", self.data_home());
         command
+    }
+
+    /// `$XDG_DATA_HOME` for what runs inside; removed with the namespace.
+    pub fn data_home(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("minichat-data-{}", self.name))
     }
 
     /// Runs `f` on a thread that has entered this namespace: a socket it
@@ -223,6 +231,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.data_home());
         self.delete();
     }
 }

@@ -1,0 +1,54 @@
+//! The socket as a connection reads and writes it: plain text, or through
+//! TLS once a handshake made it so. Everything above (the outbox, the
+//! connection's line reader) is the same either way.
+
+use std::io::{self, IoSlice, Read};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
+
+use crate::tls::Session;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wire<'a> {
+    pub stream: &'a TcpStream,
+    pub tls: Option<&'a Session>,
+}
+
+impl Wire<'_> {
+    /// Sends what the socket takes of `slices` in one `sendmsg` (through
+    /// rustls with TLS); `WouldBlock` when it takes nothing.
+    pub fn send(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self.tls {
+            Some(tls) => tls.send(self.stream, slices),
+            None => {
+                // Not `writev`: a client that went away is an error rather
+                // than SIGPIPE, so a program embedding the server need not
+                // ignore that signal.
+                let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+                Ok(sendmsg::<SockaddrStorage>(self.stream.as_raw_fd(), slices, &[], flags, None)?)
+            }
+        }
+    }
+
+    /// Sends the TLS records that wait for room in the socket; true when
+    /// nothing waits (always, in plain text).
+    pub fn flush(&self) -> io::Result<bool> {
+        self.tls.map_or(Ok(true), |tls| tls.flush(self.stream))
+    }
+
+    /// Whether decrypted input waits, which `poll` on the socket cannot see.
+    pub fn has_buffered(&self) -> bool {
+        self.tls.is_some_and(Session::has_buffered)
+    }
+}
+
+impl Read for Wire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls {
+            Some(tls) => tls.read(self.stream, buf),
+            None => (&*self.stream).read(buf),
+        }
+    }
+}
