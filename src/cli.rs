@@ -215,6 +215,7 @@ impl ChatdArgs {
             }),
             tls,
             tls_bind: Some(tls_bind),
+            tls_bind_given: self.tls_bind.is_some(),
         })
     }
 }

@@ -67,6 +67,9 @@ pub struct Config {
     /// Where TLS is spoken from the first byte, for tools that know TLS but
     /// not `STARTTLS` (`openssl s_client`); `None` for nowhere.
     pub tls_bind: Option<SocketAddr>,
+    /// Whether `tls_bind` was asked for (`--tls-bind`): then not getting it
+    /// is an error; the default port, when taken, is done without.
+    pub tls_bind_given: bool,
 }
 
 /// Where the room is kept when it spans several servers.
@@ -100,6 +103,7 @@ impl Default for Config {
             cluster: None,
             tls: None,
             tls_bind: None,
+            tls_bind_given: false,
         }
     }
 }
@@ -129,15 +133,25 @@ impl Server {
         raise_fd_limit();
         let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e, "--bind"))?;
         listener.set_nonblocking(true)?;
+        let log = Log::new(config.verbosity);
         let tls_listener = match (&config.tls, config.tls_bind) {
-            (Some(_), Some(addr)) => {
-                let tls_listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e, "--tls-bind"))?;
-                tls_listener.set_nonblocking(true)?;
-                Some(tls_listener)
-            }
+            (Some(_), Some(addr)) => match TcpListener::bind(addr) {
+                Ok(tls_listener) => {
+                    tls_listener.set_nonblocking(true)?;
+                    Some(tls_listener)
+                }
+                Err(e) if !config.tls_bind_given => {
+                    // STARTTLS on the main port still works.
+                    log.error(format_args!(
+                        "{}; TLS from the first byte is off, STARTTLS still works",
+                        bind_error(addr, e, "--tls-bind")
+                    ));
+                    None
+                }
+                Err(e) => return Err(bind_error(addr, e, "--tls-bind")),
+            },
             _ => None,
         };
-        let log = Log::new(config.verbosity);
         let (room, summary) = match &config.cluster {
             Some(cluster) => open_cluster(cluster, &config, log)?,
             None => {
