@@ -245,6 +245,9 @@ impl Session {
                     self.member = Some(name);
                 }
             },
+            (Request::StartTls, Some(_)) => return self.refuse(ErrorCode::AlreadyJoined),
+            // This server offers no TLS; tls_session fuzzes the one that does.
+            (Request::StartTls, None) => return self.refuse(ErrorCode::NoTls),
             (Request::Msg(_) | Request::Names, None) => return self.refuse(ErrorCode::NotJoined),
             (Request::Msg(text), Some(name)) => {
                 self.watcher.push(ServerLine::Msg { from: name.clone(), text: text.to_owned() })

@@ -54,10 +54,7 @@ pub(super) fn start(receiver: &mut Receiver) -> Result<Option<Arc<Session>>, Cli
         ServerLine::Bye(reason) => return Err(receiver.bye(reason)),
         other => return Err(receiver.lost(&format!("the server answered STARTTLS with \"{other}\""))),
     }
-    let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
-    let conn = rustls::ClientConnection::new(crate::tls::client_config(), name)
-        .map_err(|e| receiver.lost(&format!("cannot start TLS: {e}")))?;
-    let session = Session::new(conn);
+    let session = Session::client(peer.ip()).map_err(|e| receiver.lost(&format!("cannot start TLS: {e}")))?;
     crate::tls::handshake(&session, &receiver.stream, &mut |_| {
         Err(io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake did not finish in time"))
     })
@@ -118,7 +115,7 @@ pub(super) struct Incoming<'a> {
 impl Read for Incoming<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.tls {
-            Some(tls) => tls.read(self.stream, buf),
+            Some(tls) => tls.read_blocking(self.stream, buf),
             None => (&*self.stream).read(buf),
         }
     }

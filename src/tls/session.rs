@@ -12,9 +12,10 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
 
 use super::Fingerprint;
@@ -35,6 +36,15 @@ pub enum Want {
 impl Session {
     pub fn new(conn: impl Into<rustls::Connection>) -> Session {
         Session { conn: Mutex::new(conn.into()) }
+    }
+
+    /// A client's session with the server at `server`, trusting any
+    /// certificate whose key the server holds: check `peer_fingerprint`
+    /// after the handshake (`tls::Trust`).
+    pub fn client(server: std::net::IpAddr) -> io::Result<Session> {
+        let name = rustls::pki_types::ServerName::IpAddress(server.into());
+        let conn = rustls::ClientConnection::new(super::client_config(), name).map_err(io::Error::other)?;
+        Ok(Session::new(conn))
     }
 
     /// Bytes that arrived before TLS began (after a `STARTTLS` line, a client
@@ -67,18 +77,45 @@ impl Session {
         write_out(&mut self.lock(), sock)
     }
 
-    /// Reads plaintext: what was decrypted already, or else what the socket
-    /// has. `Ok(0)` at the end, whether the peer said `close_notify` or just
-    /// closed: a chat line is whole or not there, so a cut cannot forge one.
+    /// Reads plaintext from a non-blocking socket: what was decrypted
+    /// already, or else what the socket has. `Ok(0)` at the end, whether the
+    /// peer said `close_notify` or just closed: a chat line is whole or not
+    /// there, so a cut cannot forge one.
     pub fn read(&self, sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-        let mut conn = self.lock();
+        self.read_after(sock, buf, || Ok(()))
+    }
+
+    /// `read` for a blocking socket: waits for input (up to the socket's
+    /// read timeout) without holding the lock, so that another thread can
+    /// write meanwhile.
+    pub fn read_blocking(&self, sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_after(sock, buf, || {
+            let timeout = match sock.read_timeout()? {
+                None => PollTimeout::NONE,
+                Some(t) => PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX),
+            };
+            let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Reads plaintext, calling `wait` before each read from the socket.
+    fn read_after(&self, sock: &TcpStream, buf: &mut [u8], wait: impl Fn() -> io::Result<()>) -> io::Result<usize> {
         loop {
+            let mut conn = self.lock();
             match conn.reader().read(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
+            drop(conn);
+            wait()?;
+            let mut conn = self.lock();
             conn.read_tls(&mut &*sock)?;
             if let Err(e) = conn.process_new_packets() {
                 // The alert that says why, if the socket takes it.
