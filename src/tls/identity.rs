@@ -83,12 +83,17 @@ impl Identity {
 /// leaves no half file, and two chatd starting at once agree on one key.
 fn make(dir: &Path, path: &Path) -> anyhow::Result<bool> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty());
     let mut names = vec!["minichat".to_owned(), "localhost".to_owned()];
-    if let Ok(host) = nix::unistd::gethostname() {
-        names.extend(host.into_string().ok().filter(|h| !h.is_empty() && h != "localhost"));
-    }
-    let made = rcgen::generate_simple_self_signed(names).context("cannot make a TLS certificate")?;
-    let pem = format!("{}{}", made.signing_key.serialize_pem(), made.cert.pem());
+    names.extend(host.clone().filter(|h| h != "localhost"));
+    let cannot = |e: rcgen::Error| anyhow!("cannot make a TLS certificate: {e}");
+    let mut params = rcgen::CertificateParams::new(names).map_err(cannot)?;
+    // What `openssl s_client` shows as the subject.
+    let subject = format!("chatd on {}", host.as_deref().unwrap_or("this computer"));
+    params.distinguished_name.push(rcgen::DnType::CommonName, subject);
+    let key = rcgen::KeyPair::generate().map_err(cannot)?;
+    let cert = params.self_signed(&key).map_err(cannot)?;
+    let pem = format!("{}{}", key.serialize_pem(), cert.pem());
     let temporary = dir.join(format!(".{OWN_FILE}.{}", std::process::id()));
     let write = || -> std::io::Result<bool> {
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
