@@ -33,11 +33,16 @@ says so; damage anywhere else stops start-up with an error naming the file. When
 the disk is full, new messages are refused with ERR UNAVAILABLE and taken again \
 once there is room; members can always leave.
 
+What is said crosses the network encrypted (TLS) with every minichat client on another \
+computer, while `nc` still talks in plain text: the clients ask for TLS with STARTTLS, \
+and trust chatd's certificate as SSH trusts a host, by its fingerprint (see ENCRYPTION).
+
 With --cluster, the room is kept in NATS JetStream instead, and every chatd on the same NATS and --room serves it: one order and one history for all, names unique across servers, and a chatd that dies takes none of the room with it (see MORE THAN ONE SERVER).
 
 The first line on standard output is `listening on ADDRESS:PORT`, with the port \
 really bound (useful with --bind 127.0.0.1:0); the lines after it say how another \
-computer reaches this one and whether the room is announced on the LAN (mDNS / DNS-SD, so \
+computer reaches this one, where TLS is spoken and the certificate's SHA-256 fingerprint \
+(`tls: ...`), whether the room is announced on the LAN (mDNS / DNS-SD, so \
 that the clients there find it with no address; never when bound to loopback, and not with \
 --no-announce), and the last one where the history is and how much of it there is \
 (`history: N events in DIR ...`). The log goes to standard error.";
