@@ -116,7 +116,7 @@ impl Connection {
         self.wait_mask = attached.wait_mask;
         self.ctx.log.debug(format_args!("{}: connected", self.peer));
         if self.tls_first {
-            if let Err(e) = self.start_tls(&[]) {
+            if let Err(e) = self.expect_tls().and_then(|()| self.start_tls(&[])) {
                 self.ctx.log.debug(format_args!("{}: no TLS: {e}", self.peer));
                 return;
             }
@@ -219,6 +219,45 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// On the TLS port, waits for the client's first byte and checks that it
+    /// starts a TLS handshake; a person who typed a line there (`nc` on the
+    /// wrong port) is told in words where plain text is spoken.
+    fn expect_tls(&self) -> io::Result<()> {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let mut first = [0u8; 1];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.ctx.room.is_closed() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in time"));
+            }
+            if wait(self.stream(), &self.wait_mask, true, false, Some(left))?.readable {
+                match self.stream().peek(&mut first) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => break,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // A TLS record of the handshake starts with 22.
+        if first[0] == 0x16 {
+            return Ok(());
+        }
+        let port = self.ctx.plain_port;
+        let text = format!(
+            "this port speaks TLS from the first byte (openssl s_client -connect HOST:PORT); plain text is \
+             spoken on port {port}"
+        );
+        let line = format!("{}\n", ServerLine::Err(Refusal::new(ErrorCode::BadEncoding, text)));
+        // A new socket's buffer takes this short line at once; never wait.
+        let _ = io::Write::write_all(&mut self.stream(), line.as_bytes());
+        // Closing with the typed line unread would send a reset, which can
+        // destroy our line before the person sees it.
+        while discard_input(self.stream()).is_ok_and(|n| n > 1) {}
+        let _ = self.stream().shutdown(Shutdown::Write);
+        Err(io::Error::new(io::ErrorKind::InvalidData, "not TLS on the TLS port"))
     }
 
     /// Runs the TLS handshake, `early` being what the client sent of it with

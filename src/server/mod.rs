@@ -116,6 +116,8 @@ struct Context {
     registry: Arc<Registry>,
     writers: Writers,
     log: Log,
+    /// The port plain text is spoken on, as bound.
+    plain_port: u16,
 }
 
 #[derive(Debug)]
@@ -166,8 +168,9 @@ impl Server {
         };
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
-        let ctx =
-            Context { room, writers, registry: Registry::new(config.max_clients, config.max_per_address), log, config };
+        let registry = Registry::new(config.max_clients, config.max_per_address);
+        let plain_port = listener.local_addr()?.port();
+        let ctx = Context { room, writers, registry, log, config, plain_port };
         let history_summary = vec![summary];
         Ok(Server { listener, tls_listener, ctx: Arc::new(ctx), history_summary })
     }
