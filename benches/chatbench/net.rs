@@ -2,10 +2,16 @@
 //! epoll, on one thread. Reads go into one shared 256 KiB buffer, so 10,000
 //! connections cost no more than their unfinished lines; each read is
 //! stamped with the clock once and parsed at once.
+//!
+//! A connection may speak TLS from the first byte (a rustls client over the
+//! same non-blocking socket): it reads records until the socket is empty and
+//! hands on the plaintext, and writes its output through rustls. The
+//! generator then pays for decrypting every delivery, as a member would.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -15,11 +21,19 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{
     connect, getsockopt, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
 };
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use crate::system::now_ns;
 use crate::wire::{Event, Proto};
 
 const READ_BUFFER: usize = 256 * 1024;
+
+/// Room a TLS read keeps in the buffer before reading the socket again:
+/// more than the plaintext of what one `read_tls` takes (at most a 64 KiB
+/// handshake message; a record is 16 KiB), so nothing decrypted is ever
+/// left in rustls, where epoll cannot see it.
+const TLS_READ_ROOM: usize = 64 * 1024;
 
 /// What a connection's reader is told.
 pub trait Handler {
@@ -48,6 +62,8 @@ struct Conn {
     reading: bool,
     open: bool,
     interest: EpollFlags,
+    /// TLS from the first byte; boxed, as rustls's state is large.
+    tls: Option<Box<ClientConnection>>,
 }
 
 impl Net {
@@ -65,10 +81,25 @@ impl Net {
     }
 
     /// Starts connecting to `addr` (never blocking: a full accept queue would
-    /// otherwise stall the whole generator); `greeting` goes out once
-    /// connected. Returns the connection's id.
-    pub fn connect(&mut self, addr: SocketAddr, proto: Proto, greeting: Vec<u8>) -> anyhow::Result<usize> {
+    /// otherwise stall the whole generator), over TLS with `tls`; `greeting`
+    /// goes out once connected (and with TLS, once the handshake is done).
+    /// Returns the connection's id.
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        proto: Proto,
+        tls: Option<&Arc<ClientConfig>>,
+        greeting: Vec<u8>,
+    ) -> anyhow::Result<usize> {
         let SocketAddr::V4(v4) = addr else { bail!("only IPv4 loopback is used") };
+        let tls = match tls {
+            Some(config) => {
+                let conn = ClientConnection::new(Arc::clone(config), ServerName::from(addr.ip()))
+                    .context("starting a TLS client")?;
+                Some(Box::new(conn))
+            }
+            None => None,
+        };
         let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
         let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).context("socket (out of descriptors?)")?;
         let connecting = match connect(fd.as_raw_fd(), &SockaddrIn::from(v4)) {
@@ -92,6 +123,7 @@ impl Net {
             reading: true,
             open: true,
             interest,
+            tls,
         };
         self.conns.push(conn);
         Ok(id)
@@ -146,7 +178,7 @@ impl Net {
             bail!("connection {id}: a line longer than {} KiB from the server", buf.len() / 2048);
         }
         buf[..kept].copy_from_slice(&conn.partial);
-        let n = match (&conn.stream).read(&mut buf[kept..]) {
+        let n = match conn.receive(&mut buf[kept..]) {
             Ok(0) => {
                 self.close(id, handler, "closed by the server");
                 return Ok(());
@@ -186,12 +218,9 @@ impl Net {
     /// Writes what `id` has to send, as far as the socket takes it.
     pub fn flush(&mut self, id: usize, handler: &mut impl Handler) {
         let conn = &mut self.conns[id];
-        while conn.open && !conn.connecting && conn.written < conn.out.len() {
-            match (&conn.stream).write(&conn.out[conn.written..]) {
-                Ok(n) => conn.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.close(id, handler, &e.to_string()),
+        if conn.open && !conn.connecting {
+            if let Err(e) = conn.send() {
+                return self.close(id, handler, &e.to_string());
             }
         }
         if conn.written == conn.out.len() {
@@ -205,6 +234,13 @@ impl Net {
     pub fn set_reading(&mut self, id: usize, reading: bool) {
         self.conns[id].reading = reading;
         self.update_interest(id);
+    }
+
+    /// The TLS version and cipher suite the first TLS connection agreed on.
+    pub fn tls_suite(&self) -> Option<String> {
+        let tls = self.conns.iter().find_map(|c| c.tls.as_ref())?;
+        let suite = tls.negotiated_cipher_suite()?;
+        Some(format!("{:?}", suite.suite()))
     }
 
     pub fn is_open(&self, id: usize) -> bool {
@@ -231,7 +267,14 @@ impl Net {
         }
         let mut want = EpollFlags::empty();
         want.set(EpollFlags::EPOLLIN, conn.reading);
-        want.set(EpollFlags::EPOLLOUT, conn.connecting || conn.written < conn.out.len());
+        let pending = conn.written < conn.out.len();
+        let writes = match &conn.tls {
+            // Records to send; or plaintext that rustls takes once the
+            // handshake is done (until then it waits for the server).
+            Some(tls) => tls.wants_write() || pending && !tls.is_handshaking(),
+            None => pending,
+        };
+        want.set(EpollFlags::EPOLLOUT, conn.connecting || writes);
         if want != conn.interest {
             conn.interest = want;
             let _ = self.epoll.modify(&conn.stream, &mut EpollEvent::new(want, id as u64));
@@ -244,6 +287,74 @@ impl Net {
             conn.open = false;
             let _ = self.epoll.delete(&conn.stream);
             handler.closed(id, why);
+        }
+    }
+}
+
+impl Conn {
+    /// Reads what the socket has, decrypted with TLS; `WouldBlock` when
+    /// there is nothing, `Ok(0)` at the end.
+    fn receive(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else { return (&self.stream).read(buf) };
+        let mut filled = 0;
+        loop {
+            loop {
+                match tls.reader().read(&mut buf[filled..]) {
+                    Ok(0) => return Ok(filled),
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Closed without close_notify: the end all the same.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                    Err(e) => return Err(e),
+                }
+            }
+            if buf.len() - filled < TLS_READ_ROOM {
+                return Ok(filled);
+            }
+            match tls.read_tls(&mut &self.stream) {
+                Ok(0) => return Ok(filled),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
+        }
+    }
+
+    /// Writes `out` from `written` on, as far as the socket takes it: with
+    /// TLS, the records waiting first, then more plaintext into rustls
+    /// (which takes none while 64 KiB of records wait, or before the
+    /// handshake is done once 64 KiB wait for it).
+    fn send(&mut self) -> io::Result<()> {
+        loop {
+            let Some(tls) = &mut self.tls else {
+                if self.written == self.out.len() {
+                    return Ok(());
+                }
+                match (&self.stream).write(&self.out[self.written..]) {
+                    Ok(n) => self.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            };
+            while tls.wants_write() {
+                match tls.write_tls(&mut &self.stream) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.written == self.out.len() {
+                return Ok(());
+            }
+            match tls.writer().write(&self.out[self.written..])? {
+                0 => return Ok(()),
+                n => self.written += n,
+            }
         }
     }
 }
