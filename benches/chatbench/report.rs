@@ -307,9 +307,10 @@ pub fn tls(rows: &[Row]) -> String {
                 line("deliveries/s (higher is better)", plain.rate, tls.rate, &rate);
                 line("p50 latency", plain.p50_ns.map(|n| n as f64), tls.p50_ns.map(|n| n as f64), &ns);
                 line("p99 latency", plain.p99_ns.map(|n| n as f64), tls.p99_ns.map(|n| n as f64), &ns);
-                let micros = |us: f64| format!("{us:.2}");
-                line("chatd CPU s per 1M delivered lines (µs/line)", server_us(plain), server_us(tls), &micros);
-                line("generator CPU s per 1M delivered lines", gen_us(plain), gen_us(tls), &micros);
+                // Milliseconds per million lines are nanoseconds per line.
+                let ms = |ms: f64| format!("{ms:.0} ms");
+                line("chatd CPU per 1M delivered lines (user+sys)", server_ns(plain), server_ns(tls), &ms);
+                line("generator CPU per 1M delivered lines", gen_ns(plain), gen_ns(tls), &ms);
             }
             Scenario::TlsIdle { .. } => {
                 let kib = |k: f64| format!("{k:.1} KiB");
@@ -324,19 +325,19 @@ pub fn tls(rows: &[Row]) -> String {
     out
 }
 
-/// CPU time per delivery in µs (seconds per million), of the server and of
-/// the generator, over the measured stretch.
-fn server_us(row: &Row) -> Option<f64> {
-    per_delivery_us(row, row.cpu_time?.0)
+/// CPU time per delivery in ns (milliseconds per million), of the server
+/// and of the generator, over the measured stretch.
+fn server_ns(row: &Row) -> Option<f64> {
+    per_delivery_ns(row, row.cpu_time?.0)
 }
 
-fn gen_us(row: &Row) -> Option<f64> {
-    per_delivery_us(row, row.cpu_time?.1)
+fn gen_ns(row: &Row) -> Option<f64> {
+    per_delivery_ns(row, row.cpu_time?.1)
 }
 
-fn per_delivery_us(row: &Row, cpu: Duration) -> Option<f64> {
+fn per_delivery_ns(row: &Row, cpu: Duration) -> Option<f64> {
     let (delivered, _) = row.delivered.filter(|&(d, _)| d > 0)?;
-    Some(cpu.as_secs_f64() * 1e6 / delivered as f64)
+    Some(cpu.as_secs_f64() * 1e9 / delivered as f64)
 }
 
 /// The targets, each with what was measured.
@@ -508,9 +509,9 @@ fn tls_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
         match scenario {
             Scenario::TlsFanout { .. } => {
                 let (Some(p), Some(t)) = (plain.rate, tls.rate) else { continue };
-                let cpu = match (server_us(plain), server_us(tls)) {
+                let cpu = match (server_ns(plain), server_ns(tls)) {
                     (Some(p), Some(t)) => format!(
-                        "; chatd's CPU per delivered line {t:.2} µs over TLS vs {p:.2} µs plain ({:+.2} µs, {:.2}×)",
+                        "; chatd's CPU per delivered line {t:.0} ns over TLS vs {p:.0} ns plain ({:+.0} ns, {:.2}×)",
                         t - p,
                         t / p
                     ),
