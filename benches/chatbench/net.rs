@@ -4,9 +4,11 @@
 //! stamped with the clock once and parsed at once.
 //!
 //! A connection may speak TLS from the first byte (a rustls client over the
-//! same non-blocking socket): it reads records until the socket is empty and
-//! hands on the plaintext, and writes its output through rustls. The
-//! generator then pays for decrypting every delivery, as a member would.
+//! same non-blocking socket): it reads as big a piece of the socket as plain
+//! text does, into a second shared buffer (rustls alone would read 4 KiB a
+//! system call), decrypts it record by record and hands on the plaintext,
+//! and writes its output through rustls. The generator then pays for
+//! decrypting every delivery, as a member would.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -29,11 +31,10 @@ use crate::wire::{Event, Proto};
 
 const READ_BUFFER: usize = 256 * 1024;
 
-/// Room a TLS read keeps in the buffer before reading the socket again:
-/// more than the plaintext of what one `read_tls` takes (at most a 64 KiB
-/// handshake message; a record is 16 KiB), so nothing decrypted is ever
-/// left in rustls, where epoll cannot see it.
-const TLS_READ_ROOM: usize = 64 * 1024;
+/// Room a TLS read leaves in the plaintext buffer beyond the ciphertext it
+/// reads: the rest of a record begun in an earlier read (16 KiB at most)
+/// and then some, so rustls never holds plaintext that epoll cannot see.
+const TLS_READ_ROOM: usize = 32 * 1024;
 
 /// What a connection's reader is told.
 pub trait Handler {
@@ -47,6 +48,8 @@ pub struct Net {
     epoll: Epoll,
     conns: Vec<Conn>,
     buf: Vec<u8>,
+    /// What TLS connections read from their socket, before decrypting it.
+    cipher: Vec<u8>,
     events: Vec<EpollEvent>,
 }
 
@@ -72,6 +75,7 @@ impl Net {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?,
             conns: Vec::new(),
             buf: vec![0; READ_BUFFER],
+            cipher: vec![0; READ_BUFFER],
             events: vec![EpollEvent::empty(); 1024],
         })
     }
@@ -171,14 +175,14 @@ impl Net {
     }
 
     fn read(&mut self, id: usize, handler: &mut impl Handler) -> anyhow::Result<()> {
-        let Net { conns, buf, .. } = self;
+        let Net { conns, buf, cipher, .. } = self;
         let conn = &mut conns[id];
         let kept = conn.partial.len();
         if kept * 2 > buf.len() {
             bail!("connection {id}: a line longer than {} KiB from the server", buf.len() / 2048);
         }
         buf[..kept].copy_from_slice(&conn.partial);
-        let n = match conn.receive(&mut buf[kept..]) {
+        let n = match conn.receive(&mut buf[kept..], cipher) {
             Ok(0) => {
                 self.close(id, handler, "closed by the server");
                 return Ok(());
@@ -292,34 +296,36 @@ impl Net {
 }
 
 impl Conn {
-    /// Reads what the socket has, decrypted with TLS; `WouldBlock` when
-    /// there is nothing, `Ok(0)` at the end.
-    fn receive(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads what the socket has into `buf`, with TLS through `cipher` and
+    /// decrypted; `WouldBlock` when there is nothing, `Ok(0)` at the end.
+    fn receive(&mut self, buf: &mut [u8], cipher: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &mut self.tls else { return (&self.stream).read(buf) };
-        let mut filled = 0;
-        loop {
+        // Plaintext is never left in rustls (below); the margin keeps it so.
+        let want = buf.len().saturating_sub(TLS_READ_ROOM).min(cipher.len());
+        let n = (&self.stream).read(&mut cipher[..want])?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let (mut rest, mut filled) = (&cipher[..n], 0);
+        while !rest.is_empty() {
+            tls.read_tls(&mut rest)?;
+            tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
             loop {
                 match tls.reader().read(&mut buf[filled..]) {
-                    Ok(0) => return Ok(filled),
+                    // The end (close_notify), or a full buffer, which the
+                    // margin rules out.
+                    Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // Closed without close_notify: the end all the same.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
                     Err(e) => return Err(e),
                 }
             }
-            if buf.len() - filled < TLS_READ_ROOM {
-                return Ok(filled);
-            }
-            match tls.read_tls(&mut &self.stream) {
-                Ok(0) => return Ok(filled),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
         }
+        // Handshake records only: nothing to hand on yet.
+        if filled == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(filled)
     }
 
     /// Writes `out` from `written` on, as far as the socket takes it: with
