@@ -6,7 +6,9 @@
 //! `cargo bench --bench chatbench -- [--quick] [--only SCENARIO,…] [--against nats,redis,redis-streams,python|none]`
 //!
 //! The `cluster` scenarios run two chatd on one nats-server's JetStream
-//! (`chatd --cluster`, issue 13) beside one chatd alone.
+//! (`chatd --cluster`, issue 13) beside one chatd alone. The `tls` ones run
+//! fan-out and idle members against one chatd build twice: its members in
+//! plain text, and speaking TLS from the first byte.
 //!
 //! The load generator is one thread over epoll, so it stays small next to
 //! the server (its CPU is printed beside the server's). The exit status is 0
@@ -42,9 +44,9 @@ use scenarios::{chatd_options, Scenario, Settings};
 use servers::Kind;
 
 const USAGE: &str =
-    "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow,history,cluster] \
+    "usage: cargo bench --bench chatbench -- [--quick] [--only fanout,latency,idle,bulk,slow,history,cluster,tls] \
                      [--against nats,redis,redis-streams,python|none]";
-const GROUPS: [&str; 7] = ["fanout", "latency", "idle", "bulk", "slow", "history", "cluster"];
+const GROUPS: [&str; 8] = ["fanout", "latency", "idle", "bulk", "slow", "history", "cluster", "tls"];
 
 #[derive(Debug)]
 struct Options {
@@ -115,6 +117,11 @@ fn plan(quick: bool) -> (Vec<Scenario>, Settings) {
     let latency_sizes: &[usize] = if quick { &[100] } else { &[100, 1000] };
     plan.extend(latency_sizes.iter().map(|&subscribers| Scenario::ClusterLatency { subscribers, deliveries: 100_000 }));
     plan.push(Scenario::ClusterPublish { senders: 4 });
+    // Plain text beside TLS, one chatd build: fan-out as above, and idle
+    // members for the memory TLS adds to each.
+    let tls_sizes: &[(usize, usize)] = if quick { &[(100, 1)] } else { &[(100, 1), (100, 4), (1000, 1), (1000, 4)] };
+    plan.extend(tls_sizes.iter().map(|&(subscribers, publishers)| Scenario::TlsFanout { subscribers, publishers }));
+    plan.push(Scenario::TlsIdle { members: 1000 });
     let settings = if quick {
         Settings {
             run: Duration::from_secs(1),
@@ -162,6 +169,7 @@ fn main() -> ExitCode {
     let mut kinds = Kind::CHATDS.to_vec();
     // Its rows say so when there is no nats-server.
     kinds.push(Kind::ChatdCluster);
+    kinds.push(Kind::ChatdTls);
     let mut missing = Vec::new();
     for &kind in &options.against {
         match kind.program() {
@@ -186,10 +194,16 @@ fn main() -> ExitCode {
     println!();
     print!("{}", report::table(&rows));
     println!();
-    let others: Vec<Kind> = kinds[1..].iter().copied().filter(|&k| k != Kind::ChatdCluster).collect();
+    let others: Vec<Kind> =
+        kinds[1..].iter().copied().filter(|&k| !matches!(k, Kind::ChatdCluster | Kind::ChatdTls)).collect();
     let ratios = if others.is_empty() { String::new() } else { report::ratios(&rows, &others) };
     if !ratios.is_empty() {
         print!("{ratios}");
+        println!();
+    }
+    let tls = report::tls(&rows);
+    if !tls.is_empty() {
+        print!("{tls}");
         println!();
     }
     print!("{}", report::targets(&rows, &missing));
@@ -218,6 +232,11 @@ fn print_header(
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mode = if options.quick { "--quick" } else { "full run" };
     println!("chatbench ({mode}): {cpus} CPUs, open-file limit {fd_limit}, everything on 127.0.0.1");
+    let tls_extra = format!(
+        " (tls scenarios only: the same chatd, its members and publishers speaking TLS from the first byte on its \
+         --tls-bind port, through rustls; chatd encrypts in userspace, rustls too; kernel TLS {})",
+        system::kernel_tls()
+    );
     for &kind in kinds {
         let extra = match kind {
             Kind::Chatd => " (this release build, as shipped: the store on, --history 10000 --sync every-second)",
@@ -232,6 +251,7 @@ fn print_header(
                 " (cluster scenarios only: two chatd --cluster nats://… --room bench on one nats-server -js \
                  with its own -sd DIR; members and publishers split between them; CPU is all three processes')"
             }
+            Kind::ChatdTls => &tls_extra,
             _ => " (pub/sub on one subject)",
         };
         println!("  {:<16} {}{extra}", kind.name(), kind.version());

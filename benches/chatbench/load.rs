@@ -5,9 +5,11 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use rustls::ClientConfig;
 
 use crate::histogram::Histogram;
 use crate::net::{Handler, Net};
@@ -244,6 +246,10 @@ pub struct Load {
     proto: Proto,
     /// Members connect to each in turn (a cluster's servers).
     addrs: Vec<SocketAddr>,
+    /// Members speak TLS from the first byte, accepting any certificate
+    /// (the library's client configuration, which still checks the
+    /// handshake's signatures).
+    tls: Option<Arc<ClientConfig>>,
 }
 
 /// When the join of all members began and ended.
@@ -255,12 +261,14 @@ pub struct Joined {
 
 impl Load {
     /// A room on the servers at `addrs`: the first member connects to the
-    /// first, the next to the next, and so on round.
-    pub fn new(proto: Proto, addrs: &[SocketAddr], payloads: Payloads) -> anyhow::Result<Load> {
+    /// first, the next to the next, and so on round; with `tls`, each speaks
+    /// TLS from the first byte.
+    pub fn new(proto: Proto, tls: bool, addrs: &[SocketAddr], payloads: Payloads) -> anyhow::Result<Load> {
         if addrs.is_empty() {
             bail!("no server address");
         }
-        Ok(Load { net: Net::new()?, tally: Tally::new(payloads), proto, addrs: addrs.to_vec() })
+        let tls = tls.then(minichat::tls::client_config);
+        Ok(Load { net: Net::new()?, tally: Tally::new(payloads), proto, addrs: addrs.to_vec(), tls })
     }
 
     pub fn ids(&self, role: Role) -> Vec<usize> {
@@ -307,7 +315,7 @@ impl Load {
         };
         let greeting = self.proto.greeting(role != Role::Publisher, &name);
         let addr = self.addrs[self.net.len() % self.addrs.len()];
-        let id = self.net.connect(addr, self.proto, greeting)?;
+        let id = self.net.connect(addr, self.proto, self.tls.as_ref(), greeting)?;
         let mut member = Member { role: Some(role), ..Member::default() };
         match role {
             Role::Subscriber => {

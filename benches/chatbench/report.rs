@@ -24,6 +24,8 @@ pub struct Row {
     pub gen_cpu: Option<f64>,
     /// All CPUs' busy time, softirqs (loopback TCP) included.
     pub machine_cpu: Option<f64>,
+    /// CPU time over the measured stretch: the server's, the generator's.
+    pub cpu_time: Option<(Duration, Duration)>,
     pub rss_per_member_kib: Option<f64>,
     pub join: Option<Duration>,
     pub held: Option<bool>,
@@ -57,6 +59,7 @@ impl Row {
             server_cpu: None,
             gen_cpu: None,
             machine_cpu: None,
+            cpu_time: None,
             rss_per_member_kib: None,
             join: None,
             held: None,
@@ -219,7 +222,9 @@ fn headline(row: &Row) -> Option<(&'static str, f64, bool)> {
         | Scenario::Startup { .. }
         | Scenario::ClusterFanout { .. }
         | Scenario::ClusterLatency { .. }
-        | Scenario::ClusterPublish { .. } => None,
+        | Scenario::ClusterPublish { .. }
+        | Scenario::TlsFanout { .. }
+        | Scenario::TlsIdle { .. } => None,
     }
 }
 
@@ -268,6 +273,71 @@ pub fn ratios(rows: &[Row], others: &[Kind]) -> String {
         }
     }
     out
+}
+
+/// The `tls` group's rows side by side: chatd with its members in plain
+/// text, and over TLS; TLS's figure over plain text's.
+pub fn tls(rows: &[Row]) -> String {
+    let scenarios = scenarios_of(rows, |s| matches!(s, Scenario::TlsFanout { .. } | Scenario::TlsIdle { .. }));
+    if scenarios.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "TLS beside plain text: one chatd build, its members (and publishers) in plain text (chatd) or \
+         speaking TLS from the first byte (chatd-tls)\n",
+    );
+    out.push_str(&format!("  {:<24} {:<46} {:>10} {:>10} {:>10}\n", "scenario", "figure", "plain", "TLS", "TLS/plain"));
+    for scenario in scenarios {
+        let (Some(plain), Some(tls)) = (find(rows, scenario, Kind::Chatd), find(rows, scenario, Kind::ChatdTls)) else {
+            continue;
+        };
+        let mut label = scenario.label();
+        let mut line = |figure: &str, plain: Option<f64>, tls: Option<f64>, show: &dyn Fn(f64) -> String| {
+            let ratio = match (plain, tls) {
+                (Some(p), Some(t)) if p > 0.0 => format!("{:.2}×", t / p),
+                _ => "-".into(),
+            };
+            let (plain, tls) = (or_dash(plain, show), or_dash(tls, show));
+            out.push_str(&format!("  {label:<24} {figure:<46} {plain:>10} {tls:>10} {ratio:>10}\n"));
+            label.clear();
+        };
+        let ns = |ns: f64| nanos(ns as u64);
+        match scenario {
+            Scenario::TlsFanout { .. } => {
+                line("deliveries/s (higher is better)", plain.rate, tls.rate, &rate);
+                line("p50 latency", plain.p50_ns.map(|n| n as f64), tls.p50_ns.map(|n| n as f64), &ns);
+                line("p99 latency", plain.p99_ns.map(|n| n as f64), tls.p99_ns.map(|n| n as f64), &ns);
+                // Milliseconds per million lines are nanoseconds per line.
+                let ms = |ms: f64| format!("{ms:.0} ms");
+                line("chatd CPU per 1M delivered lines (user+sys)", server_ns(plain), server_ns(tls), &ms);
+                line("generator CPU per 1M delivered lines", gen_ns(plain), gen_ns(tls), &ms);
+            }
+            Scenario::TlsIdle { .. } => {
+                let kib = |k: f64| format!("{k:.1} KiB");
+                line("chatd RSS per idle member", plain.rss_per_member_kib, tls.rss_per_member_kib, &kib);
+                let secs = |s: f64| format!("{s:.2}s");
+                let join = |r: &Row| r.join.map(|d| d.as_secs_f64());
+                line("time for all to join (TLS: with handshakes)", join(plain), join(tls), &secs);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// CPU time per delivery in ns (milliseconds per million), of the server
+/// and of the generator, over the measured stretch.
+fn server_ns(row: &Row) -> Option<f64> {
+    per_delivery_ns(row, row.cpu_time?.0)
+}
+
+fn gen_ns(row: &Row) -> Option<f64> {
+    per_delivery_ns(row, row.cpu_time?.1)
+}
+
+fn per_delivery_ns(row: &Row, cpu: Duration) -> Option<f64> {
+    let (delivered, _) = row.delivered.filter(|&(d, _)| d > 0)?;
+    Some(cpu.as_secs_f64() * 1e9 / delivered as f64)
 }
 
 /// The issue's targets, each with what was measured.
@@ -418,7 +488,62 @@ pub fn targets(rows: &[Row], missing: &[(Kind, String)]) -> String {
     }
     history_targets(rows, &mut line);
     cluster_targets(rows, &mut line);
+    tls_targets(rows, &mut line);
     out
+}
+
+/// What TLS costs beside plain text: information, with no target. Where
+/// the kernel has TLS (`tls` in tcp_available_ulp) a batch could stay one
+/// `sendmsg` with the kernel encrypting; chatd encrypts in rustls.
+fn tls_targets(rows: &[Row], line: &mut impl FnMut(String, Verdict)) {
+    let ok = |scenario, kind| find(rows, scenario, kind).filter(|r| r.failure.is_none() && r.incomplete.is_none());
+    for scenario in scenarios_of(rows, |s| matches!(s, Scenario::TlsFanout { .. } | Scenario::TlsIdle { .. })) {
+        let label = scenario.label();
+        let (Some(plain), Some(tls)) = (ok(scenario, Kind::Chatd), ok(scenario, Kind::ChatdTls)) else {
+            line(
+                format!("{label}: TLS beside plain text: not measured (a row failed or is incomplete)"),
+                Verdict::Info,
+            );
+            continue;
+        };
+        match scenario {
+            Scenario::TlsFanout { .. } => {
+                let (Some(p), Some(t)) = (plain.rate, tls.rate) else { continue };
+                let cpu = match (server_ns(plain), server_ns(tls)) {
+                    (Some(p), Some(t)) => format!(
+                        "; chatd's CPU per delivered line {t:.0} ns over TLS vs {p:.0} ns plain ({:+.0} ns, {:.2}×)",
+                        t - p,
+                        t / p
+                    ),
+                    _ => String::new(),
+                };
+                line(
+                    format!(
+                        "{label}: over TLS chatd delivers {}/s, {:.2}× plain text's {}/s{cpu}; p99 {} vs {} \
+                         (no target; the generator decrypts too)",
+                        rate(t),
+                        t / p,
+                        rate(p),
+                        or_dash(tls.p99_ns, nanos),
+                        or_dash(plain.p99_ns, nanos)
+                    ),
+                    Verdict::Info,
+                );
+            }
+            Scenario::TlsIdle { .. } => {
+                let (Some(p), Some(t)) = (plain.rss_per_member_kib, tls.rss_per_member_kib) else { continue };
+                line(
+                    format!(
+                        "{label}: chatd's RSS per idle member {t:.1} KiB over TLS vs {p:.1} KiB plain ({:+.1} KiB) \
+                         (no target)",
+                        t - p
+                    ),
+                    Verdict::Info,
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Two chatd on one JetStream against one chatd: fan-out at least half of

@@ -46,6 +46,12 @@ pub enum Scenario {
     /// `senders` members (split between the two chatd) publishing as fast
     /// as the room's stream confirms them, beside one chatd.
     ClusterPublish { senders: usize },
+    /// Fan-out as `Fanout` runs it, chatd's members in plain text and over
+    /// TLS (`Kind::ChatdTls`), side by side.
+    TlsFanout { subscribers: usize, publishers: usize },
+    /// Idle members as `Idle`, in plain text and over TLS: what TLS adds to
+    /// chatd's memory per member.
+    TlsIdle { members: usize },
 }
 
 /// Durations and sizes, from `--quick` or not.
@@ -103,8 +109,9 @@ pub fn chatd_options(scenario: Scenario) -> Vec<String> {
         | Scenario::Startup { .. }
         | Scenario::ClusterFanout { .. }
         | Scenario::ClusterLatency { .. }
-        | Scenario::ClusterPublish { .. } => &["--max-clients", "20000", "--rate-limit", "0"],
-        Scenario::Idle { .. } => &["--max-clients", "20000"],
+        | Scenario::ClusterPublish { .. }
+        | Scenario::TlsFanout { .. } => &["--max-clients", "20000", "--rate-limit", "0"],
+        Scenario::Idle { .. } | Scenario::TlsIdle { .. } => &["--max-clients", "20000"],
         Scenario::Bulk { .. } => &[],
     };
     let mut options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
@@ -137,6 +144,8 @@ impl Scenario {
                 format!("cluster latency N={subscribers} @{}k/s", deliveries / 1000)
             }
             Scenario::ClusterPublish { senders } => format!("cluster publish S={senders}"),
+            Scenario::TlsFanout { subscribers, publishers } => format!("tls fan-out N={subscribers} P={publishers}"),
+            Scenario::TlsIdle { members } => format!("tls idle N={members}"),
         }
     }
 
@@ -152,6 +161,7 @@ impl Scenario {
             Scenario::ClusterFanout { .. } | Scenario::ClusterLatency { .. } | Scenario::ClusterPublish { .. } => {
                 "cluster"
             }
+            Scenario::TlsFanout { .. } | Scenario::TlsIdle { .. } => "tls",
         }
     }
 
@@ -160,9 +170,14 @@ impl Scenario {
     /// most: fan-out to 100 members and more.
     ///
     /// The cluster runs its own scenarios alone, beside one chatd (and in
-    /// fan-out nats-server's pub/sub).
+    /// fan-out nats-server's pub/sub); so does TLS, beside chatd in plain
+    /// text.
     pub fn applies_to(self, kind: Kind) -> bool {
         match (self, kind) {
+            (Scenario::TlsFanout { .. } | Scenario::TlsIdle { .. }, kind) => {
+                matches!(kind, Kind::Chatd | Kind::ChatdTls)
+            }
+            (_, Kind::ChatdTls) => false,
             (Scenario::ClusterFanout { .. }, kind) => matches!(kind, Kind::ChatdCluster | Kind::Chatd | Kind::Nats),
             (Scenario::ClusterLatency { .. } | Scenario::ClusterPublish { .. }, kind) => {
                 matches!(kind, Kind::ChatdCluster | Kind::Chatd)
@@ -223,7 +238,12 @@ pub fn run(scenario: Scenario, kind: Kind, settings: &Settings) -> Row {
             latency(&server, &mut row, subscribers, deliveries, settings)
         }
         Scenario::ClusterPublish { senders } => publish(&server, &mut row, senders, settings),
+        Scenario::TlsFanout { subscribers, publishers } => fanout(&server, &mut row, subscribers, publishers, settings),
+        Scenario::TlsIdle { members } => idle(&server, &mut row, members, settings),
     };
+    if let Some(suite) = outcome.as_ref().ok().and_then(|load| load.net.tls_suite()) {
+        row.notes.push(suite);
+    }
     if kind.is_chatd() {
         row.notes.extend(server.logged().map(|log| format!("chatd: {log}")));
     }
@@ -269,8 +289,10 @@ impl Clocks {
     /// Fills the CPU columns, as a fraction of one core.
     fn stop(&self, server: &Server, row: &mut Row) {
         let wall = self.wall.elapsed().as_secs_f64();
-        row.server_cpu = Some((server.cpu() - self.server).as_secs_f64() / wall);
-        row.gen_cpu = Some((own_cpu() - self.own).as_secs_f64() / wall);
+        let (server_cpu, gen_cpu) = (server.cpu() - self.server, own_cpu() - self.own);
+        row.cpu_time = Some((server_cpu, gen_cpu));
+        row.server_cpu = Some(server_cpu.as_secs_f64() / wall);
+        row.gen_cpu = Some(gen_cpu.as_secs_f64() / wall);
         row.machine_cpu = Some((machine_busy() - self.machine).as_secs_f64() / wall);
         let parts: Vec<String> = (self.parts.iter().zip(server.cpu_parts()))
             .map(|((name, before), (_, after))| {
@@ -293,7 +315,7 @@ fn roles(subscribers: usize, silent: usize, publishers: usize) -> Vec<Role> {
 /// Connects and joins everyone, then waits until each has read what the
 /// joins sent it (chat's `JOINED` lines), so the measurement starts clean.
 pub fn join_all(server: &Server, roles: &[Role], payloads: Payloads) -> anyhow::Result<Load> {
-    let mut load = Load::new(server.kind.proto(), &server.addrs, payloads)?;
+    let mut load = Load::new(server.kind.proto(), server.kind.tls(), &server.addrs, payloads)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let joined = load.join(roles, 100, deadline)?;
     ensure!(joined.all, "only {} of {} joined within 30 s: {:?}", load.tally.ready, roles.len(), load.tally.errors);
@@ -377,7 +399,7 @@ fn idle(server: &Server, row: &mut Row, members: usize, settings: &Settings) -> 
     // Let the server finish starting before taking its base memory.
     std::thread::sleep(Duration::from_millis(100));
     let before = server.rss_kib()?;
-    let mut load = Load::new(server.kind.proto(), &server.addrs, Payloads::Timed)?;
+    let mut load = Load::new(server.kind.proto(), server.kind.tls(), &server.addrs, Payloads::Timed)?;
     let clocks = Clocks::start(server);
     let start_ns = now_ns();
     let joined = load.join(&vec![Role::Subscriber; members], 100, Instant::now() + settings.join_limit)?;

@@ -54,6 +54,9 @@ pub enum Kind {
     /// Two chatd serving one room through one nats-server's JetStream
     /// (`--cluster`), the members split between them.
     ChatdCluster,
+    /// chatd as shipped, its members speaking TLS from the first byte on
+    /// its second port (`--tls-bind`), beside `Chatd` in plain text.
+    ChatdTls,
     /// The nats-server with JetStream that a `ChatdCluster` keeps its room
     /// in: started and stopped as part of the cluster, never on its own.
     NatsJetStream,
@@ -75,12 +78,18 @@ impl Kind {
             Kind::RedisStreams => "redis-streams",
             Kind::Python => "python",
             Kind::ChatdCluster => "chatd-cluster",
+            Kind::ChatdTls => "chatd-tls",
             Kind::NatsJetStream => "nats-jetstream",
         }
     }
 
     pub fn is_chatd(self) -> bool {
-        Kind::CHATDS.contains(&self) || self == Kind::ChatdCluster
+        Kind::CHATDS.contains(&self) || matches!(self, Kind::ChatdCluster | Kind::ChatdTls)
+    }
+
+    /// Whether its members speak TLS (from the first byte).
+    pub fn tls(self) -> bool {
+        self == Kind::ChatdTls
     }
 
     /// What this variant of chatd adds to every scenario's options.
@@ -94,7 +103,12 @@ impl Kind {
 
     pub fn proto(self) -> Proto {
         match self {
-            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::ChatdCluster | Kind::Python => Proto::Chat,
+            Kind::Chatd
+            | Kind::ChatdNoStore
+            | Kind::ChatdSyncAlways
+            | Kind::ChatdCluster
+            | Kind::ChatdTls
+            | Kind::Python => Proto::Chat,
             Kind::Nats | Kind::NatsJetStream => Proto::Nats,
             Kind::Redis => Proto::Redis,
             Kind::RedisStreams => Proto::RedisStreams,
@@ -105,7 +119,9 @@ impl Kind {
     /// nats-server as much as chatd: without it, this says why.
     pub fn program(self) -> Result<PathBuf, String> {
         let (name, package) = match self {
-            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways => return Ok(PathBuf::from(CHATD)),
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::ChatdTls => {
+                return Ok(PathBuf::from(CHATD))
+            }
             Kind::ChatdCluster => return nats_server().map(|_| PathBuf::from(CHATD)),
             Kind::Nats | Kind::NatsJetStream => return nats_server(),
             Kind::Redis | Kind::RedisStreams => ("redis-server", "redis-server"),
@@ -271,7 +287,7 @@ impl Server {
         match kind {
             // With --cluster chatd keeps nothing in --data-dir; it gets one
             // anyway, so it never falls back on the user's.
-            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::ChatdCluster => {
+            Kind::Chatd | Kind::ChatdNoStore | Kind::ChatdSyncAlways | Kind::ChatdCluster | Kind::ChatdTls => {
                 let data = data.as_ref().expect("chatd always has a data directory");
                 command.arg("--data-dir").arg(data.path());
                 command.args(["--bind", "127.0.0.1:0", "-q"]).args(kind.chatd_variant()).args(options)
@@ -310,18 +326,19 @@ impl Server {
         let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
         let addr = if announces {
             let stdout = child.stdout.take().expect("piped");
-            wait_for_announcement(stdout, limit)
+            wait_for_announcement(stdout, limit, kind.tls())
         } else {
-            wait_for_port(port, limit)
+            wait_for_port(port, limit).map(|addr| (addr, None))
         };
         let startup = spawned.elapsed();
         let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut server =
             Server { kind, addr: unbound, addrs: Vec::new(), startup, child, log, data, companions: Vec::new() };
         match addr {
-            Ok(addr) => {
+            Ok((addr, tls_addr)) => {
                 server.addr = addr;
-                server.addrs = vec![addr];
+                // Members of a TLS kind connect where TLS starts at once.
+                server.addrs = vec![tls_addr.unwrap_or(addr)];
             }
             Err(e) => {
                 let _ = server.child.kill();
@@ -470,23 +487,49 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Reads `listening on ADDR` from the first line of `stdout`; the rest of the
-/// output is read and dropped in the background, so the server never blocks
-/// writing it.
-fn wait_for_announcement(stdout: std::process::ChildStdout, limit: Duration) -> anyhow::Result<SocketAddr> {
+/// Reads `listening on ADDR` from the first line of `stdout`, and with
+/// `tls` the address after `from the first byte on` in chatd's `tls:` line;
+/// the rest of the output is read and dropped in the background, so the
+/// server never blocks writing it.
+fn wait_for_announcement(
+    stdout: std::process::ChildStdout,
+    limit: Duration,
+    tls: bool,
+) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        lines.for_each(drop);
+        // Once nobody listens, the sends fail and the lines are dropped.
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line);
+        }
     });
-    let line = match rx.recv_timeout(limit) {
-        Ok(Some(Ok(line))) => line,
-        Ok(_) => bail!("it said nothing"),
-        Err(_) => bail!("no `listening on` line within {limit:?}"),
+    let deadline = Instant::now() + limit;
+    let next_line = |what: &str| -> anyhow::Result<String> {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => Ok(line?),
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("its output ended before a `{what}` line"),
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!("no `{what}` line within {limit:?}"),
+        }
     };
+    let line = next_line("listening on")?;
     let addr = line.strip_prefix("listening on ").ok_or_else(|| anyhow!("first line {line:?}"))?;
-    addr.parse().with_context(|| format!("address in {line:?}"))
+    let addr = addr.parse().with_context(|| format!("address in {line:?}"))?;
+    if !tls {
+        return Ok((addr, None));
+    }
+    loop {
+        let line = next_line("tls:")?;
+        if !line.starts_with("tls: ") {
+            continue;
+        }
+        // `tls: STARTTLS on A, and from the first byte on B; certificate SHA-256 …`
+        let tls_addr = line
+            .split_once("from the first byte on ")
+            .and_then(|(_, rest)| rest.split(';').next())
+            .ok_or_else(|| anyhow!("no TLS port in {line:?}"))?;
+        let tls_addr = tls_addr.parse().with_context(|| format!("TLS address in {line:?}"))?;
+        return Ok((addr, Some(tls_addr)));
+    }
 }
 
 fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<SocketAddr> {

@@ -1,6 +1,6 @@
 //! What the benchmark reads from the operating system: the shared monotonic
-//! clock, CPU time (its own and a server's), a server's resident memory, and
-//! the open-file limit.
+//! clock, CPU time (its own and a server's), a server's resident memory,
+//! the open-file limit, and whether the kernel has TLS.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,6 +59,16 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let line =
         status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow!("no VmRSS in /proc/PID/status"))?;
     line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).ok_or_else(|| anyhow!("odd VmRSS line: {line}"))
+}
+
+/// Whether the kernel could encrypt TLS records itself (the `tls` upper
+/// layer protocol), as said in the header.
+pub fn kernel_tls() -> String {
+    match std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp") {
+        Ok(ulps) if ulps.split_whitespace().any(|u| u == "tls") => "available in this kernel (unused)".into(),
+        Ok(ulps) => format!("not in this kernel (tcp_available_ulp: {})", ulps.trim()),
+        Err(e) => format!("unknown (tcp_available_ulp: {e})"),
+    }
 }
 
 /// Raises the open-file limit as far as allowed, aiming for `want`: 10,000
