@@ -36,6 +36,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a TLS handshake may take: a few round trips, even on Wi-Fi.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The stack of the thread a TLS handshake runs on (address space: only the
+/// pages it touches are memory, and only while it runs).
+const HANDSHAKE_STACK: usize = 256 * 1024;
+
 /// Why the connection ends.
 #[derive(Debug)]
 enum End {
@@ -265,24 +269,36 @@ impl Connection {
     fn start_tls(&self, early: &[u8]) -> io::Result<()> {
         let identity = self.ctx.config.tls.as_ref().expect("TLS is offered only with a certificate");
         let conn = rustls::ServerConnection::new(Arc::clone(&identity.config)).map_err(io::Error::other)?;
-        let session = crate::tls::Session::new(conn);
-        session.feed(early)?;
-        self.link.set_tls(session);
+        self.link.set_tls(crate::tls::Session::new(conn));
         let tls = self.link.tls().expect("TLS was just set");
+        let (stream, ctx) = (self.stream(), &self.ctx);
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        crate::tls::handshake(tls, self.stream(), &mut |want| {
-            if self.ctx.room.is_closed() {
-                return Err(io::Error::other("the server is shutting down"));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake took too long"));
-            }
-            let read = want == crate::tls::Want::Read;
-            match wait(self.stream(), &self.wait_mask, read, !read, Some(left))? {
-                Ready { broken: true, .. } => Err(self.link.failure()),
-                _ => Ok(()),
-            }
+        let shake = move || -> io::Result<()> {
+            tls.feed(early)?;
+            crate::tls::handshake(tls, stream, &mut |want| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || ctx.room.is_closed() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in time"));
+                }
+                // In steps: a nudge (the server closing) is for the
+                // connection's thread, not this one.
+                let step = left.min(Duration::from_millis(100));
+                let events = if want == crate::tls::Want::Read { PollFlags::POLLIN } else { PollFlags::POLLOUT };
+                let mut fds = [PollFd::new(stream.as_fd(), events)];
+                let timeout = nix::poll::PollTimeout::try_from(step).unwrap_or(nix::poll::PollTimeout::MAX);
+                match nix::poll::poll(&mut fds, timeout) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        };
+        // The handshake's cryptography runs deep, and a thread keeps every
+        // page of stack it touched: on a thread of its own, whose stack goes
+        // when it ends, it leaves an idle member's thread as small as in
+        // plain text (12 KiB a member less).
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new().stack_size(HANDSHAKE_STACK).spawn_scoped(scope, shake)?;
+            thread.join().unwrap_or_else(|_| Err(io::Error::other("the TLS handshake failed unexpectedly")))
         })?;
         self.ctx.log.debug(format_args!("{}: TLS on", self.peer));
         Ok(())
