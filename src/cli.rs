@@ -144,6 +144,19 @@ pub struct ChatdArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_dead_server_timeout, requires = "cluster")]
     pub dead_server_timeout: Duration,
 
+    /// Give the room a password: the first line of FILE (without its line end; spaces count). Clients
+    /// send it with PASS before JOIN, and wrong tries from one address are answered more and more slowly
+    /// (up to 20 s apart) and logged. Never on the command line, where every user of this computer can read
+    /// it; the file should be readable by chatd's user alone (chatd warns otherwise).
+    #[arg(long, value_name = "FILE", env = "CHATD_PASSWORD_FILE", value_hint = clap::ValueHint::FilePath)]
+    pub password_file: Option<PathBuf>,
+
+    /// With --password-file: let other computers give the password, and join, over plain text. Without it,
+    /// only this computer's connections and encrypted ones (TLS) may: anyone on the LAN could read a password
+    /// sent in clear.
+    #[arg(long, requires = "password_file")]
+    pub allow_plain: bool,
+
     /// Log every connection and every ERR sent, too (to standard error).
     #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -161,7 +174,14 @@ impl ChatdArgs {
                 .ok_or_else(|| anyhow::anyhow!("neither XDG_STATE_HOME nor HOME is set: say where to keep the history with --data-dir DIR, or keep none with --history 0"))?
                 .join("chatd"),
         };
+        let password = match &self.password_file {
+            Some(path) => Some(crate::password::Password::read_file(path).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         Ok(Config {
+            password,
+            allow_plain: self.allow_plain,
+            password_max_wait: Config::default().password_max_wait,
             bind: self.bind,
             max_clients: self.max_clients,
             max_per_address: self.max_per_address,
@@ -211,15 +231,38 @@ pub struct ServerOpt {
     /// Do not reconnect: a lost connection ends it at once, with exit status 5.
     #[arg(long)]
     pub no_reconnect: bool,
+
+    /// The room's password, as the first line of FILE (without its line end), sent with PASS before every
+    /// JOIN, reconnections included [default: $CHAT_PASSWORD]. Sent only over a connection nobody else can
+    /// read: to this computer, or encrypted. A room without a password takes it and ignores it.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl ServerOpt {
     /// What the client's membership does when its connection to one of
     /// `servers` (given, or found on the LAN) is lost.
-    pub fn settings(&self, servers: &str) -> crate::client::Settings {
-        crate::client::Settings {
+    pub fn settings(&self, servers: &str) -> Result<crate::client::Settings, crate::client::ClientError> {
+        Ok(crate::client::Settings {
             servers: servers.split(',').map(str::to_owned).collect(),
             retry_for: (!self.no_reconnect).then_some(self.retry_for),
+            password: self.password()?,
+        })
+    }
+
+    /// The room's password: from --password-file, else from $CHAT_PASSWORD
+    /// (read here rather than by clap, so `--help` never shows it).
+    pub fn password(&self) -> Result<Option<crate::password::Password>, crate::client::ClientError> {
+        use crate::client::ClientError;
+        use crate::password::Password;
+        if let Some(path) = &self.password_file {
+            return Password::read_file(path).map(Some).map_err(ClientError::PasswordSource);
+        }
+        match std::env::var("CHAT_PASSWORD") {
+            Ok(text) if !text.is_empty() => Password::new(&text)
+                .map(Some)
+                .map_err(|why| ClientError::PasswordSource(format!("CHAT_PASSWORD is not a password: {why}"))),
+            _ => Ok(None),
         }
     }
 }
@@ -229,19 +272,23 @@ const CHAT_EXIT_STATUS: &str = "\
 Exit status: 0 after /quit, Ctrl-D or the end of input; 1 another failure; 2 bad usage; 3 cannot \
 connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
 not made again within --retry-for, or another connection took the membership over; 7 several rooms \
-found on the LAN with input not a terminal (give --server); 130 Ctrl-C at the name or room prompt.";
+found on the LAN with input not a terminal (give --server); 8 the room has a password and none, or a \
+wrong one, was given (set CHAT_PASSWORD or --password-file), with input not a terminal; 130 Ctrl-C at \
+the name, room or password prompt.";
 
 const CHAT_SEND_EXIT_STATUS: &str = "\
 Exit status: 0 once the server confirmed every line; 1 another failure; 2 bad usage; 3 cannot \
 connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
 not made again within --retry-for, or whether the last lines arrived cannot be known (the message says up to which line \
-the server confirmed); 6 a line was refused; 7 several rooms found on the LAN (give --server).";
+the server confirmed); 6 a line was refused; 7 several rooms found on the LAN (give --server); 8 the \
+room has a password and none, or a wrong one, was given (set CHAT_PASSWORD or --password-file).";
 
 const CHAT_TAIL_EXIT_STATUS: &str = "\
 Exit status: 0 after --count messages, or when standard output is closed; 1 another failure; 2 bad \
 usage; 3 cannot connect, or no room found on the LAN; 4 the name given is taken or invalid; 5 the \
 connection was lost and not made again within --retry-for, or another connection took the membership \
-over; 7 several rooms found on the LAN (give --server).";
+over; 7 several rooms found on the LAN (give --server); 8 the room has a password and none, or a wrong \
+one, was given (set CHAT_PASSWORD or --password-file).";
 
 /// `chat`'s options.
 #[derive(Debug, Parser)]

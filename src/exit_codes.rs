@@ -18,5 +18,8 @@ pub const REFUSED: u8 = 6;
 /// A client given no server found several rooms on the LAN and could not
 /// ask which (`chat-send`, `chat-tail`, a piped `chat`): `--server` says.
 pub const SEVERAL_ROOMS: u8 = 7;
+/// The room has a password, and none or a wrong one was given, with no
+/// person to ask (`chat-send`, `chat-tail`, a piped `chat`).
+pub const PASSWORD: u8 = 8;
 /// Ended by Ctrl-C (`chat` at its name prompt), as shells report SIGINT.
 pub const INTERRUPTED: u8 = 130;

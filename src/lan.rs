@@ -26,6 +26,21 @@ pub fn interface_addresses() -> Vec<IpAddr> {
     found
 }
 
+/// An IPv4 client on an IPv6 socket is the same computer as on an IPv4
+/// one.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `address` is this computer's own: loopback, over IPv4, IPv6, or
+/// IPv4 on an IPv6 socket.
+pub fn is_loopback(address: IpAddr) -> bool {
+    canonical(address).is_loopback()
+}
+
 /// Lines for people: how another computer reaches a server bound to `bound`,
 /// given this machine's interface addresses.
 pub fn hints(bound: SocketAddr, interfaces: &[IpAddr]) -> Vec<String> {

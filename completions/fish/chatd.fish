@@ -17,7 +17,9 @@ complete -c chatd -l cluster -d 'Serve a room kept in NATS JetStream, with every
 complete -c chatd -l room -d 'With --cluster: which room of that NATS to serve (letters, digits, \'-\' and \'_\')' -r
 complete -c chatd -l replicas -d 'With --cluster: on how many NATS nodes the room is kept (1, or 3 on a cluster of three or more). The first chatd to make the room decides' -r
 complete -c chatd -l dead-server-timeout -d 'With --cluster: a chatd that stopped without a word (kill -9, a power cut) is taken for dead this long after its last sign of life; the others then record its members as LEFT <name> lost and free their names. The first chatd to make the room decides' -r
+complete -c chatd -l password-file -d 'Give the room a password: the first line of FILE (without its line end; spaces count). Clients send it with PASS before JOIN, and wrong tries from one address are answered more and more slowly (up to 20 s apart) and logged. Never on the command line, where every user of this computer can read it; the file should be readable by chatd\'s user alone (chatd warns otherwise)' -r -F
 complete -c chatd -l no-announce -d 'Do not announce the room on the LAN (mDNS / DNS-SD, _minichat._tcp): clients must then be given its address. A server bound to loopback is never announced; one bound to one address is announced on that address\'s interface only'
+complete -c chatd -l allow-plain -d 'With --password-file: let other computers give the password, and join, over plain text. Without it, only this computer\'s connections and encrypted ones (TLS) may: anyone on the LAN could read a password sent in clear'
 complete -c chatd -s v -l verbose -d 'Log every connection and every ERR sent, too (to standard error)'
 complete -c chatd -s q -l quiet -d 'Log errors only'
 complete -c chatd -s h -l help -d 'Print help (see more with \'--help\')'

@@ -8,6 +8,7 @@
 //!   and resuming where it was;
 //! - `pending`: the messages said but not yet confirmed, sent again exactly
 //!   once after a lost connection;
+//! - `password`: the room's password, given before joining;
 //! - `servers`: a list of servers, the order they are tried in, and
 //!   connecting to the first that answers;
 //! - `backoff`: how long to wait between tries, and when to give up;
@@ -17,6 +18,7 @@
 mod backoff;
 mod error;
 mod membership;
+mod password;
 mod pending;
 mod render;
 mod servers;
@@ -30,6 +32,7 @@ pub use self::backoff::DEFAULT_RETRY_FOR;
 pub use self::error::{ClientError, NotChatd};
 pub use self::membership::Settings;
 pub use self::membership::{Event, Membership, News};
+pub use self::password::give_password;
 pub use self::render::{json_missed, render, render_event, Format};
 use self::wait::Ready;
 pub use self::wait::Watch;
@@ -145,7 +148,10 @@ pub fn join(sender: &mut Sender, receiver: &mut Receiver, join: &Join<'_>) -> Re
             (_, ServerLine::Err(refusal)) if refusal.code == ErrorCode::Full => {
                 return Err(ClientError::Full { server: receiver.server.clone(), text: refusal.text });
             }
-            (_, ServerLine::Err(refusal)) => return Err(ClientError::Refused(refusal)),
+            (_, ServerLine::Err(refusal)) => {
+                return Err(ClientError::about_the_password(&receiver.server, &refusal)
+                    .unwrap_or(ClientError::Refused(refusal)));
+            }
             (_, ServerLine::Bye(reason)) => return Err(receiver.bye(reason)),
             // Only OK TAGS can come before OK JOIN; ignore anything else.
             _ => {}
@@ -276,6 +282,12 @@ impl Receiver {
                 Err(e) => return Err(self.lost(&e.to_string())),
             }
         }
+    }
+
+    /// Whether nobody else can read what crosses the connection, so that
+    /// the room's password may: the server is on this computer.
+    pub fn is_private(&self) -> bool {
+        self.stream.peer_addr().is_ok_and(|addr| crate::lan::is_loopback(addr.ip()))
     }
 
     /// Bounds how long a read may wait (`None`: for ever).

@@ -53,6 +53,11 @@ impl Link {
         }
     }
 
+    /// Whether the connection is encrypted (TLS).
+    pub fn is_tls(&self) -> bool {
+        false
+    }
+
     pub fn member(&self) -> Option<&Membership> {
         self.member.get()
     }

@@ -8,6 +8,7 @@ mod link;
 mod log;
 mod nudge;
 mod outbox;
+mod password;
 mod registry;
 mod shutdown;
 mod socket;
@@ -28,6 +29,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use self::connection::Connection;
 pub use self::log::{Log, Verbosity};
 use self::nudge::Nudge;
+use self::password::Door;
 use self::registry::{Registry, Turned};
 pub use self::shutdown::ShutdownSignal;
 pub use self::socket::KeepaliveTiming;
@@ -60,6 +62,13 @@ pub struct Config {
     pub history: crate::history::Config,
     /// Set to serve a room kept in NATS JetStream (`--cluster`).
     pub cluster: Option<ClusterConfig>,
+    /// The room's password (`--password-file`), if it has one.
+    pub password: Option<crate::password::Password>,
+    /// With a password: take it, and joins, in plain text from other
+    /// computers too (`--allow-plain`).
+    pub allow_plain: bool,
+    /// The longest wait between two tries at the password from one address.
+    pub password_max_wait: Duration,
 }
 
 /// Where the room is kept when it spans several servers.
@@ -91,6 +100,9 @@ impl Default for Config {
                 sync: crate::history::SyncPolicy::EverySecond,
             },
             cluster: None,
+            password: None,
+            allow_plain: false,
+            password_max_wait: Duration::from_secs(20),
         }
     }
 }
@@ -103,6 +115,8 @@ struct Context {
     registry: Arc<Registry>,
     writers: Writers,
     log: Log,
+    /// Where a room with a password checks it.
+    door: Option<Door>,
 }
 
 #[derive(Debug)]
@@ -133,8 +147,9 @@ impl Server {
         };
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
-        let ctx =
-            Context { room, writers, registry: Registry::new(config.max_clients, config.max_per_address), log, config };
+        let door = config.password.clone().map(|password| Door::new(password, config.password_max_wait));
+        let registry = Registry::new(config.max_clients, config.max_per_address);
+        let ctx = Context { room, writers, registry, log, door, config };
         let history_summary = vec![summary];
         Ok(Server { listener, ctx: Arc::new(ctx), history_summary })
     }
@@ -143,6 +158,18 @@ impl Server {
     /// same on each of them: its history's epoch.
     pub fn cluster(&self) -> Option<String> {
         self.ctx.room.bridge().map(|_| self.ctx.room.history().epoch().to_owned())
+    }
+
+    /// What the start-up lines say of the room's password, if it has one
+    /// (never the password itself).
+    pub fn password_summary(&self) -> Option<&'static str> {
+        let config = &self.ctx.config;
+        config.password.as_ref().map(|_| match config.allow_plain {
+            true => "the room has a password; other computers may give it in plain text (--allow-plain)",
+            false => {
+                "the room has a password; other computers must connect with TLS (or start chatd with --allow-plain)"
+            }
+        })
     }
 
     /// Where the history is and how much of it there is, for the start-up lines.
