@@ -6,11 +6,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+
+use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 use crate::util::netns::{Lan, NsChatd, Proc};
-use crate::util::{bin, Chatd, Client, TempDir};
+use crate::util::tmux::{quote, Tmux};
+use crate::util::{bin, Chatd, Client, TempDir, PATIENCE};
 
 const PASSWORD: &str = "correct horse";
 
@@ -206,6 +209,84 @@ fn chatd_refuses_an_empty_or_missing_password_file_and_warns_of_a_readable_one()
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let chatd = Chatd::start(&["--password-file", file.to_str().unwrap()]);
     chatd.expect_log("can be read by other users (mode 644); chmod 600 it");
+}
+
+#[test]
+fn chat_tail_gives_the_password_again_when_it_reconnects_and_stops_when_it_changed() {
+    let (dir, file) = password_file(&format!("{PASSWORD}\n"));
+    let file = file.to_str().unwrap().to_owned();
+    let data = TempDir::new("chatd-data");
+    let mut chatd = Chatd::start_in(data.path(), &["--password-file", &file]);
+    let addr = chatd.addr.to_string();
+    let mut tail = tool(&chatd, "chat-tail");
+    tail.env("CHAT_PASSWORD", PASSWORD).args(["--name", "tail", "--retry-for", "30s"]);
+    let mut tail = tail.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = crate::util::netns::lines_of(tail.stdout.take().unwrap());
+    let next = || lines.recv_timeout(PATIENCE).expect("a line from chat-tail in time");
+    chatd.expect_log("tail joined from 127.0.0.1:");
+    let mut ana = passed(&chatd);
+    ana.send("JOIN Ana");
+    ana.expect("OK JOIN Ana");
+    assert_eq!(next(), "* Ana joined");
+
+    chatd.signal(Signal::SIGTERM);
+    assert!(chatd.wait().success(), "{}", chatd.stderr());
+    let chatd = Chatd::start_in(data.path(), &["--password-file", &file, "--bind", &addr]);
+    assert_eq!(next(), "* Ana left (lost)");
+    chatd.expect_log("tail joined from 127.0.0.1:");
+    let mut bea = passed(&chatd);
+    bea.send("JOIN Bea");
+    bea.expect("OK JOIN Bea");
+    assert_eq!(next(), "* Bea joined");
+
+    // A new password while it was away: it stops, saying why.
+    drop(chatd);
+    std::fs::write(dir.path().join("password"), "another one\n").unwrap();
+    let _chatd = Chatd::start_in(data.path(), &["--password-file", &file, "--bind", &addr]);
+    let status = tail.wait().unwrap();
+    let mut why = String::new();
+    std::io::Read::read_to_string(&mut tail.stderr.take().unwrap(), &mut why).unwrap();
+    assert_eq!(status.code(), Some(8), "{why}");
+    assert!(why.contains("wrong password"), "{why}");
+}
+
+/// A connection from this computer that gave the right password.
+fn passed(chatd: &Chatd) -> Client {
+    let mut client = chatd.connect();
+    client.send(&format!("PASS {PASSWORD}"));
+    client.expect("OK PASS");
+    client
+}
+
+#[test]
+fn chat_at_a_terminal_asks_for_the_password_without_showing_it() {
+    if !Tmux::available() {
+        return;
+    }
+    let (chatd, _dir) = locked_chatd(&[]);
+    let mut bob = passed(&chatd);
+    bob.send("JOIN Bob");
+    bob.expect("OK JOIN Bob");
+    let state = TempDir::new("chat");
+    let command = format!(
+        "env -u CHAT_NAME -u CHAT_SERVER -u CHAT_PASSWORD XDG_STATE_HOME={} {} --server {}; echo EXITED:$?",
+        quote(&state.path().display().to_string()),
+        quote(&bin("chat").display().to_string()),
+        chatd.addr,
+    );
+    let ana = Tmux::start(&command);
+    ana.wait_for_line("name:");
+    ana.type_line("Ana");
+    ana.wait_for_line("this room has a password (Ctrl-D gives up)");
+    ana.wait_for_line("password:");
+    ana.type_line("a wrong guess");
+    ana.wait_for("the refusal", |screen| screen.contains("wrong password; check it"));
+    ana.type_line(PASSWORD);
+    bob.expect("JOINED Ana");
+    let screen = ana.wait_for_line("Ana>");
+    assert!(!screen.contains("wrong guess") && !screen.contains(PASSWORD), "a password shows:\n{screen}");
+    ana.type_line("/quit");
+    ana.wait_for_line("EXITED:0");
 }
 
 /// Starts chatd on `host` with the room's password, and `args`.

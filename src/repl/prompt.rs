@@ -219,7 +219,11 @@ fn ask_password(
     let mut replaced = false;
     loop {
         let ClientError::Password { refusal, .. } = &why else { return Err(why.into()) };
-        println!("{}", Printable(&refusal.text));
+        match refusal.code {
+            // Its words are for programs: PASS, then JOIN again.
+            ErrorCode::PasswordRequired => println!("this room has a password (Ctrl-D gives up)"),
+            _ => println!("{}", Printable(&refusal.text)),
+        }
         let Some(typed) = super::password_prompt::ask_password()? else { return Err(why.into()) };
         *password = Some(typed);
         let mut given = client::give_password(connection, password.as_ref());
