@@ -22,7 +22,7 @@ pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat-tail")?;
     let settings = args.server.settings(&servers)?;
     let mut connection = client::connect(&servers)?;
-    client::give_password(&mut connection, settings.password.as_ref())?;
+    client::give_password(&mut connection.0, &mut connection.1, settings.password.as_ref())?;
     let replay = match &args.since {
         Some(position) => Replay::Since(position.as_ref()),
         None => Replay::Last(args.lines),

@@ -72,8 +72,8 @@ pub enum ClientError {
     /// `CHAT_PASSWORD`; why, for people.
     PasswordSource(String),
     /// The room's password would cross the network in plain text: the
-    /// client will not send it (`ours`), or the server refused to take it
-    /// (`TLS_REQUIRED`, with its words).
+    /// client would not send it (`refusal` is `None`), or the server
+    /// refused to take it (`TLS_REQUIRED`, with its words).
     Unencrypted { server: String, refusal: Option<Refusal> },
     /// A line from the server that is not the protocol.
     Protocol(crate::protocol::MalformedLine),
@@ -102,16 +102,14 @@ impl ClientError {
         }
     }
 
-    /// The error for a refusal about the room's password (`PASSWORD_REQUIRED`,
-    /// `BAD_PASSWORD`, `TLS_REQUIRED`) from `server`; `None` for another.
-    pub fn about_the_password(server: &str, refusal: &Refusal) -> Option<ClientError> {
+    /// The error for a request `server` refused: about the room's password
+    /// (`PASSWORD_REQUIRED`, `BAD_PASSWORD`, `TLS_REQUIRED`) or another.
+    pub fn refused(server: &str, refusal: Refusal) -> ClientError {
         let server = server.to_owned();
         match refusal.code {
-            ErrorCode::PasswordRequired | ErrorCode::BadPassword => {
-                Some(ClientError::Password { server, refusal: refusal.clone() })
-            }
-            ErrorCode::TlsRequired => Some(ClientError::Unencrypted { server, refusal: Some(refusal.clone()) }),
-            _ => None,
+            ErrorCode::PasswordRequired | ErrorCode::BadPassword => ClientError::Password { server, refusal },
+            ErrorCode::TlsRequired => ClientError::Unencrypted { server, refusal: Some(refusal) },
+            _ => ClientError::Refused(refusal),
         }
     }
 }

@@ -347,11 +347,10 @@ impl Membership {
             _ => None,
         };
         let order = servers::after(self.settings.servers.len(), self.at);
-        let (at, sender, receiver) = servers::connect_first(&self.settings.servers, order, CONNECT_TIMEOUT, until)?;
+        let (at, mut sender, mut receiver) =
+            servers::connect_first(&self.settings.servers, order, CONNECT_TIMEOUT, until)?;
         (self.at, self.server) = (at, receiver.server().to_owned());
-        let mut connection = (sender, receiver);
-        give_password(&mut connection, self.settings.password.as_ref())?;
-        let (mut sender, mut receiver) = connection;
+        give_password(&mut sender, &mut receiver, self.settings.password.as_ref())?;
         let from = if self.pending.is_empty() { self.seen } else { self.seen.min(self.pending.since()) };
         let asked = self.epoch.clone().map(|epoch| Position { epoch, seq: from });
         let replay = asked.as_ref().map_or(Replay::Last(0), |p| Replay::Since(p.as_ref()));

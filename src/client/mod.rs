@@ -148,10 +148,7 @@ pub fn join(sender: &mut Sender, receiver: &mut Receiver, join: &Join<'_>) -> Re
             (_, ServerLine::Err(refusal)) if refusal.code == ErrorCode::Full => {
                 return Err(ClientError::Full { server: receiver.server.clone(), text: refusal.text });
             }
-            (_, ServerLine::Err(refusal)) => {
-                return Err(ClientError::about_the_password(&receiver.server, &refusal)
-                    .unwrap_or(ClientError::Refused(refusal)));
-            }
+            (_, ServerLine::Err(refusal)) => return Err(ClientError::refused(&receiver.server, refusal)),
             (_, ServerLine::Bye(reason)) => return Err(receiver.bye(reason)),
             // Only OK TAGS can come before OK JOIN; ignore anything else.
             _ => {}

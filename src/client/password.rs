@@ -14,7 +14,8 @@ const PASS_PATIENCE: Duration = Duration::from_secs(60);
 /// Sends `password`, if there is one, and waits for `OK PASS`. A wrong
 /// password, or a room that wants it encrypted, is an error that says so.
 pub fn give_password(
-    (sender, receiver): &mut (Sender, Receiver),
+    sender: &mut Sender,
+    receiver: &mut Receiver,
     password: Option<&Password>,
 ) -> Result<(), ClientError> {
     let Some(password) = password else { return Ok(()) };
@@ -27,10 +28,7 @@ pub fn give_password(
     let answer = loop {
         match receiver.recv()? {
             ServerLine::OkPass => break Ok(()),
-            ServerLine::Err(refusal) => {
-                let server = receiver.server();
-                break Err(ClientError::about_the_password(server, &refusal).unwrap_or(ClientError::Refused(refusal)));
-            }
+            ServerLine::Err(refusal) => break Err(ClientError::refused(receiver.server(), refusal)),
             ServerLine::Bye(reason) => break Err(receiver.bye(reason)),
             _ => {}
         }

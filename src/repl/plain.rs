@@ -21,7 +21,7 @@ pub(super) fn plain(args: &ChatArgs) -> Result<(), ChatError> {
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat")?;
     let settings = args.server.settings(&servers)?;
     let mut connection = client::connect(&servers)?;
-    client::give_password(&mut connection, settings.password.as_ref())?;
+    client::give_password(&mut connection.0, &mut connection.1, settings.password.as_ref())?;
     let replay = Replay::Last(args.history.unwrap_or(if at_terminal { DEFAULT_HISTORY } else { 0 }));
     let joined = client::join_as_a_sender(&mut connection, args.name.as_deref(), replay)?;
     let membership = Membership::start(connection, joined, None, settings)?;

@@ -54,7 +54,7 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     };
     let mut settings = args.server.settings(&servers)?;
     let mut connection = client::connect(&servers)?;
-    if let Err(e) = client::give_password(&mut connection, settings.password.as_ref()) {
+    if let Err(e) = client::give_password(&mut connection.0, &mut connection.1, settings.password.as_ref()) {
         ask_password(&mut connection, &mut settings.password, e)?;
     }
     // A name from CHAT_NAME that is taken (this person's chat is open in
@@ -205,7 +205,7 @@ fn timed_out(error: &ClientError) -> bool {
 fn reconnect(connection: &mut (Sender, Receiver), password: Option<&Password>) -> Result<(), ClientError> {
     let server = connection.1.server().to_owned();
     *connection = client::connect(&server)?;
-    client::give_password(connection, password)
+    client::give_password(&mut connection.0, &mut connection.1, password)
 }
 
 /// After `why` (the room wants a password, or a right one), asks the person
@@ -226,7 +226,7 @@ fn ask_password(
         }
         let Some(typed) = super::password_prompt::ask_password()? else { return Err(why.into()) };
         *password = Some(typed);
-        let mut given = client::give_password(connection, password.as_ref());
+        let mut given = client::give_password(&mut connection.0, &mut connection.1, password.as_ref());
         if given.as_ref().is_err_and(timed_out) && !replaced {
             // The person took longer than the server's join timeout.
             replaced = true;

@@ -71,11 +71,12 @@ struct Session {
     throttle: Throttle,
     /// Whether the client asked for tags (`TAGS`).
     tags: bool,
-    /// Whether its last `PASS` was right (or the room has no password).
+    /// Whether its last `PASS` was right.
     passed: bool,
     /// When a connection that has not joined is timed out.
     join_deadline: Instant,
-    /// The connection's `wait_mask`, for waiting before a `PASS` is answered.
+    /// A copy of the connection's `wait_mask`, for the wait before a
+    /// `PASS` is answered, so that a shutdown still interrupts it.
     wait_mask: SigSet,
 }
 
