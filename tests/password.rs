@@ -140,6 +140,21 @@ fn repeated_failures_from_one_address_are_answered_more_and_more_slowly() {
     chatd.expect_log(": wrong password (4 failures from this address; the next try waits ");
 }
 
+#[test]
+fn a_shutdown_does_not_wait_for_a_slowed_down_try() {
+    // The shutdown timeout is shorter than the wait: a connection still
+    // waiting when it runs out would get no goodbye at all.
+    let (mut chatd, _dir) = locked_chatd(&["--shutdown-timeout", "1s"]);
+    let mut eve = chatd.connect();
+    guess(&mut eve);
+    let (second, _) = guess(&mut eve);
+    assert_eq!(announced_wait(&second), 2, "{second}");
+    eve.send("PASS guess");
+    chatd.signal(Signal::SIGTERM);
+    eve.expect("BYE shutdown");
+    assert!(chatd.wait().success(), "{}", chatd.stderr());
+}
+
 /// A client binary aimed at `chatd`, with no name, server or password from
 /// the environment of whoever runs the tests.
 fn tool(chatd: &Chatd, name: &str) -> Command {
