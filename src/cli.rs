@@ -33,6 +33,10 @@ says so; damage anywhere else stops start-up with an error naming the file. When
 the disk is full, new messages are refused with ERR UNAVAILABLE and taken again \
 once there is room; members can always leave.
 
+With --password-file, the room has a password that clients give with PASS before JOIN; \
+wrong tries are slowed down per address and logged, and other computers may give it only over \
+an encrypted connection unless --allow-plain is given (see ROOM PASSWORD).
+
 With --cluster, the room is kept in NATS JetStream instead, and every chatd on the same NATS and --room serves it: one order and one history for all, names unique across servers, and a chatd that dies takes none of the room with it (see MORE THAN ONE SERVER).
 
 The first line on standard output is `listening on ADDRESS:PORT`, with the port \

@@ -93,6 +93,16 @@ mod tests {
     }
 
     #[test]
+    fn loopback_over_ipv4_ipv6_and_ipv4_on_an_ipv6_socket() {
+        for (address, local) in [("127.0.0.1", true), ("127.1.2.3", true), ("::1", true), ("::ffff:127.0.0.1", true)]
+            .into_iter()
+            .chain([("192.0.2.1", false), ("::ffff:192.0.2.1", false), ("2001:db8::1", false), ("::", false)])
+        {
+            assert_eq!(is_loopback(address.parse().unwrap()), local, "{address}");
+        }
+    }
+
+    #[test]
     fn hints_for_loopback_and_for_no_network() {
         let lines = hints("127.0.0.1:4000".parse().unwrap(), &ips(&["192.168.1.15"]));
         assert_eq!(lines, ["only this computer can connect; to let others in, use --bind 0.0.0.0:4000"]);
