@@ -43,8 +43,8 @@ The first line on standard output is `listening on ADDRESS:PORT`, with the port 
 really bound (useful with --bind 127.0.0.1:0); the lines after it say how another \
 computer reaches this one and whether the room is announced on the LAN (mDNS / DNS-SD, so \
 that the clients there find it with no address; never when bound to loopback, and not with \
---no-announce), and the last one where the history is and how much of it there is \
-(`history: N events in DIR ...`). The log goes to standard error.";
+--no-announce), whether the room has a password (never the password itself), and the last one \
+where the history is and how much of it there is (`history: N events in DIR ...`). The log goes to standard error.";
 
 /// `chatd`'s options.
 #[derive(Debug, Parser)]
