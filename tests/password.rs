@@ -204,6 +204,9 @@ fn chat_send_without_the_right_password_exits_8_saying_how_to_give_it() {
     assert!(stderr(&none).contains("PASSWORD_REQUIRED"), "{}", stderr(&none));
     let tail = tool(&chatd, "chat-tail").args(["--count", "1"]).output().unwrap();
     assert_eq!(tail.status.code(), Some(8), "{}", stderr(&tail));
+    let chat = tool(&chatd, "chat").env("CHAT_PASSWORD", "battery staple").stdin(Stdio::null()).output().unwrap();
+    assert_eq!(chat.status.code(), Some(8), "{}", stderr(&chat));
+    assert!(stderr(&chat).contains("give the right one in CHAT_PASSWORD"), "{}", stderr(&chat));
     let missing = tool(&chatd, "chat-send").args(["--password-file", "/nonexistent/password", "hi"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(8), "{}", stderr(&missing));
     assert!(stderr(&missing).contains("cannot read the password file /nonexistent/password"), "{}", stderr(&missing));

@@ -190,9 +190,15 @@ impl fmt::Display for ClientError {
                 write!(f, "{server}: {why}")
             }
             ClientError::Refused(refusal) => write!(f, "the server refused: {} {}", refusal.code, refusal.text),
+            // The server's words for PASSWORD_REQUIRED speak the protocol.
+            ClientError::Password { server, refusal } if refusal.code == ErrorCode::PasswordRequired => write!(
+                f,
+                "{server}: the room has a password (PASSWORD_REQUIRED); give it in CHAT_PASSWORD or with \
+                 --password-file FILE"
+            ),
             ClientError::Password { server, refusal } => write!(
                 f,
-                "{server}: {} ({}); give the room's password in CHAT_PASSWORD or with --password-file FILE",
+                "{server}: {} ({}); give the right one in CHAT_PASSWORD or with --password-file FILE",
                 Printable(&refusal.text),
                 refusal.code
             ),

@@ -525,7 +525,7 @@ impl Session {
                     0 => String::new(),
                     _ => format!("; the next try from this address is answered in {wait} s"),
                 };
-                let text = format!("wrong password; check it (CHAT_PASSWORD or --password-file){when}");
+                let text = format!("wrong password; check it and try again{when}");
                 self.refuse(Refusal::new(ErrorCode::BadPassword, text));
             }
         }
