@@ -128,7 +128,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn bind(config: Config) -> anyhow::Result<Server> {
+    pub fn bind(mut config: Config) -> anyhow::Result<Server> {
         raise_fd_limit();
         let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e))?;
         listener.set_nonblocking(true)?;
@@ -147,7 +147,8 @@ impl Server {
         };
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
-        let door = config.password.clone().map(|password| Door::new(password, config.password_max_wait));
+        // The door holds the password from now on: one copy of it.
+        let door = config.password.take().map(|password| Door::new(password, config.password_max_wait));
         let registry = Registry::new(config.max_clients, config.max_per_address);
         let ctx = Context { room, writers, registry, log, door, config };
         let history_summary = vec![summary];
@@ -163,8 +164,7 @@ impl Server {
     /// What the start-up lines say of the room's password, if it has one
     /// (never the password itself).
     pub fn password_summary(&self) -> Option<&'static str> {
-        let config = &self.ctx.config;
-        config.password.as_ref().map(|_| match config.allow_plain {
+        self.ctx.door.as_ref().map(|_| match self.ctx.config.allow_plain {
             true => "the room has a password; other computers may give it in plain text (--allow-plain)",
             false => {
                 "the room has a password; other computers must connect with TLS (or start chatd with --allow-plain)"
