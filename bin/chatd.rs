@@ -25,7 +25,11 @@ fn main() -> ExitCode {
 fn run(args: &ChatdArgs) -> anyhow::Result<()> {
     // Signals first: a SIGTERM that arrives while binding still shuts down cleanly.
     let shutdown = ShutdownSignal::on_signals()?;
-    let server = Server::bind(args.config()?)?;
+    let config = args.config()?;
+    if let Some(warning) = args.password_file.as_deref().and_then(minichat::password::loose_permissions) {
+        eprintln!("chatd: warning: {warning}");
+    }
+    let server = Server::bind(config)?;
     // Stdout may be closed (a service manager, a script that read the port);
     // the server is still wanted.
     let mut out = std::io::stdout().lock();
@@ -37,6 +41,9 @@ fn run(args: &ChatdArgs) -> anyhow::Result<()> {
     // the server stops, when the room says goodbye.
     let (_announcement, said) = announce_on_lan(args, server.local_addr(), server.cluster().as_deref(), tls.as_ref());
     let _ = writeln!(out, "{said}");
+    if let Some(line) = server.password_summary() {
+        let _ = writeln!(out, "{line}");
+    }
     for line in server.history_summary() {
         let _ = writeln!(out, "{line}");
     }

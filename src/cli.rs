@@ -37,6 +37,10 @@ What is said crosses the network encrypted (TLS) with every minichat client on a
 computer, while `nc` still talks in plain text: the clients ask for TLS with STARTTLS, \
 and trust chatd's certificate as SSH trusts a host, by its fingerprint (see ENCRYPTION).
 
+With --password-file, the room has a password that clients give with PASS before JOIN; \
+wrong tries are slowed down per address and logged, and other computers may give it only over \
+an encrypted connection unless --allow-plain is given (see ROOM PASSWORD).
+
 With --cluster, the room is kept in NATS JetStream instead, and every chatd on the same NATS and --room serves it: one order and one history for all, names unique across servers, and a chatd that dies takes none of the room with it (see MORE THAN ONE SERVER).
 
 The first line on standard output is `listening on ADDRESS:PORT`, with the port \
@@ -44,8 +48,8 @@ really bound (useful with --bind 127.0.0.1:0); the lines after it say how anothe
 computer reaches this one, where TLS is spoken and the certificate's SHA-256 fingerprint \
 (`tls: ...`), whether the room is announced on the LAN (mDNS / DNS-SD, so \
 that the clients there find it with no address; never when bound to loopback, and not with \
---no-announce), and the last one where the history is and how much of it there is \
-(`history: N events in DIR ...`). The log goes to standard error.";
+--no-announce), whether the room has a password (never the password itself), and the last one \
+where the history is and how much of it there is (`history: N events in DIR ...`). The log goes to standard error.";
 
 /// `chatd`'s options.
 #[derive(Debug, Parser)]
@@ -170,6 +174,19 @@ pub struct ChatdArgs {
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_bind)]
     pub tls_bind: Option<SocketAddr>,
 
+    /// Give the room a password: the first line of FILE (without its line end; spaces count). Clients
+    /// send it with PASS before JOIN, and wrong tries from one address are answered more and more slowly
+    /// (up to 20 s apart) and logged. Never on the command line, where every user of this computer can read
+    /// it; the file should be readable by chatd's user alone (chatd warns otherwise).
+    #[arg(long, value_name = "FILE", env = "CHATD_PASSWORD_FILE", value_hint = clap::ValueHint::FilePath)]
+    pub password_file: Option<PathBuf>,
+
+    /// With --password-file: let other computers give the password, and join, over plain text. Without it,
+    /// only this computer's connections and encrypted ones (TLS) may: anyone on the LAN could read a password
+    /// sent in clear.
+    #[arg(long, requires = "password_file")]
+    pub allow_plain: bool,
+
     /// Log every connection and every ERR sent, too (to standard error).
     #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -195,7 +212,14 @@ impl ChatdArgs {
         // Port 0 (the tests) stays 0: the system picks another free port.
         let next_port = if self.bind.port() == 0 { 0 } else { self.bind.port().wrapping_add(1) };
         let tls_bind = self.tls_bind.unwrap_or(SocketAddr::new(self.bind.ip(), next_port));
+        let password = match &self.password_file {
+            Some(path) => Some(crate::password::Password::read_file(path).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         Ok(Config {
+            password,
+            allow_plain: self.allow_plain,
+            password_max_wait: Config::default().password_max_wait,
             bind: self.bind,
             max_clients: self.max_clients,
             max_per_address: self.max_per_address,
@@ -255,6 +279,12 @@ pub struct ServerOpt {
     /// and a changed one is refused, with exit status 9.
     #[arg(long, value_name = "SHA256", env = "CHAT_FINGERPRINT", value_parser = crate::tls::Fingerprint::parse)]
     pub fingerprint: Option<crate::tls::Fingerprint>,
+
+    /// The room's password, as the first line of FILE (without its line end), sent with PASS before every
+    /// JOIN, reconnections included [default: $CHAT_PASSWORD]. Sent only over a connection nobody else can
+    /// read: to this computer, or encrypted. A room without a password takes it and ignores it.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl ServerOpt {
@@ -266,10 +296,27 @@ impl ServerOpt {
 
     /// What the client's membership does when its connection to one of
     /// `servers` (given, or found on the LAN) is lost.
-    pub fn settings(&self, servers: &str) -> crate::client::Settings {
-        crate::client::Settings {
+    pub fn settings(&self, servers: &str) -> Result<crate::client::Settings, crate::client::ClientError> {
+        Ok(crate::client::Settings {
             servers: servers.split(',').map(str::to_owned).collect(),
             retry_for: (!self.no_reconnect).then_some(self.retry_for),
+            password: self.password()?,
+        })
+    }
+
+    /// The room's password: from --password-file, else from $CHAT_PASSWORD
+    /// (read here rather than by clap, so `--help` never shows it).
+    pub fn password(&self) -> Result<Option<crate::password::Password>, crate::client::ClientError> {
+        use crate::client::ClientError;
+        use crate::password::Password;
+        if let Some(path) = &self.password_file {
+            return Password::read_file(path).map(Some).map_err(ClientError::PasswordSource);
+        }
+        match std::env::var("CHAT_PASSWORD") {
+            Ok(text) if !text.is_empty() => Password::new(&text)
+                .map(Some)
+                .map_err(|why| ClientError::PasswordSource(format!("CHAT_PASSWORD is not a password: {why}"))),
+            _ => Ok(None),
         }
     }
 }
@@ -279,15 +326,17 @@ const CHAT_EXIT_STATUS: &str = "\
 Exit status: 0 after /quit, Ctrl-D or the end of input; 1 another failure; 2 bad usage; 3 cannot \
 connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
 not made again within --retry-for, or another connection took the membership over; 7 several rooms \
-found on the LAN with input not a terminal (give --server); 9 the server's TLS certificate is not the one \
-remembered or given with --fingerprint, or it offered no TLS where it did before; 130 Ctrl-C at the name or \
-room prompt.";
+found on the LAN with input not a terminal (give --server); 8 the room has a password and none, or a \
+wrong one, was given (set CHAT_PASSWORD or --password-file), with input not a terminal; 9 the server's TLS \
+certificate is not the one remembered or given with --fingerprint, or it offered no TLS where it did before; \
+130 Ctrl-C at the name, room or password prompt.";
 
 const CHAT_SEND_EXIT_STATUS: &str = "\
 Exit status: 0 once the server confirmed every line; 1 another failure; 2 bad usage; 3 cannot \
 connect, or no room found on the LAN; 4 the name is taken or invalid; 5 the connection was lost and \
 not made again within --retry-for, or whether the last lines arrived cannot be known (the message says up to which line \
-the server confirmed); 6 a line was refused; 7 several rooms found on the LAN (give --server); 9 the \
+the server confirmed); 6 a line was refused; 7 several rooms found on the LAN (give --server); 8 the \
+room has a password and none, or a wrong one, was given (set CHAT_PASSWORD or --password-file); 9 the \
 server's TLS certificate is not the one remembered or given with --fingerprint, or it offered no TLS where \
 it did before.";
 
@@ -295,7 +344,8 @@ const CHAT_TAIL_EXIT_STATUS: &str = "\
 Exit status: 0 after --count messages, or when standard output is closed; 1 another failure; 2 bad \
 usage; 3 cannot connect, or no room found on the LAN; 4 the name given is taken or invalid; 5 the \
 connection was lost and not made again within --retry-for, or another connection took the membership \
-over; 7 several rooms found on the LAN (give --server); 9 the server's TLS certificate is not the one \
+over; 7 several rooms found on the LAN (give --server); 8 the room has a password and none, or a wrong \
+one, was given (set CHAT_PASSWORD or --password-file); 9 the server's TLS certificate is not the one \
 remembered or given with --fingerprint, or it offered no TLS where it did before.";
 
 /// `chat`'s options.

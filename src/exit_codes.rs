@@ -21,5 +21,8 @@ pub const SEVERAL_ROOMS: u8 = 7;
 /// A client refused the server's TLS certificate: not the one remembered
 /// or pinned (`--fingerprint`), or no TLS where it was expected.
 pub const UNTRUSTED: u8 = 9;
+/// The room has a password, and none or a wrong one was given, with no
+/// person to ask (`chat-send`, `chat-tail`, a piped `chat`).
+pub const PASSWORD: u8 = 8;
 /// Ended by Ctrl-C (`chat` at its name prompt), as shells report SIGINT.
 pub const INTERRUPTED: u8 = 130;

@@ -26,6 +26,21 @@ pub fn interface_addresses() -> Vec<IpAddr> {
     found
 }
 
+/// An IPv4 client on an IPv6 socket is the same computer as on an IPv4
+/// one.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `address` is this computer's own: loopback, over IPv4, IPv6, or
+/// IPv4 on an IPv6 socket.
+pub fn is_loopback(address: IpAddr) -> bool {
+    canonical(address).is_loopback()
+}
+
 /// Lines for people: how another computer reaches a server bound to `bound`,
 /// given this machine's interface addresses.
 pub fn hints(bound: SocketAddr, interfaces: &[IpAddr]) -> Vec<String> {
@@ -75,6 +90,16 @@ mod tests {
         let lines = hints("[::]:5000".parse().unwrap(), &ips(&["192.168.1.15", "fe80::1", "2001:db8::5"]));
         assert_eq!(lines[1], "from another computer: chat --server [2001:db8::5]:5000");
         assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn loopback_over_ipv4_ipv6_and_ipv4_on_an_ipv6_socket() {
+        for (address, local) in [("127.0.0.1", true), ("127.1.2.3", true), ("::1", true), ("::ffff:127.0.0.1", true)]
+            .into_iter()
+            .chain([("192.0.2.1", false), ("::ffff:192.0.2.1", false), ("2001:db8::1", false), ("::", false)])
+        {
+            assert_eq!(is_loopback(address.parse().unwrap()), local, "{address}");
+        }
     }
 
     #[test]

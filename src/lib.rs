@@ -10,6 +10,7 @@ pub mod framing;
 pub mod history;
 pub mod lan;
 pub mod name;
+pub mod password;
 pub mod paths;
 pub mod protocol;
 pub mod repl;

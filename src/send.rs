@@ -103,9 +103,11 @@ pub fn run(args: &ChatSendArgs) -> Result<u64, SendError> {
     let fail = |error| SendError::Client { error, sent: 0, last: 0, confirmed: 0 };
     crate::client::set_trust(args.server.trust());
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat-send").map_err(fail)?;
+    let settings = args.server.settings(&servers).map_err(fail)?;
     let mut connection = client::connect(&servers).map_err(fail)?;
+    client::give_password(&mut connection.0, &mut connection.1, settings.password.as_ref()).map_err(fail)?;
     let joined = client::join_as_a_sender(&mut connection, args.name.as_deref(), Replay::Nothing).map_err(fail)?;
-    let membership = Membership::start(connection, joined, None, args.server.settings(&servers)).map_err(fail)?;
+    let membership = Membership::start(connection, joined, None, settings).map_err(fail)?;
     let mut run = Run { membership, sent: 0, last_line: 0, refused: None };
 
     let input = if args.text.is_empty() { run.send_stdin() } else { run.send_line(1, args.text.join(" ").as_bytes()) };

@@ -21,13 +21,15 @@ const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
 pub fn run(args: &ChatTailArgs) -> anyhow::Result<()> {
     crate::client::set_trust(args.server.trust());
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat-tail")?;
+    let settings = args.server.settings(&servers)?;
     let mut connection = client::connect(&servers)?;
+    client::give_password(&mut connection.0, &mut connection.1, settings.password.as_ref())?;
     let replay = match &args.since {
         Some(position) => Replay::Since(position.as_ref()),
         None => Replay::Last(args.lines),
     };
     let joined = join(&mut connection, args, replay)?;
-    let mut membership = Membership::start(connection, joined, args.since.clone(), args.server.settings(&servers))?;
+    let mut membership = Membership::start(connection, joined, args.since.clone(), settings)?;
     if args.count == Some(0) {
         return leave(membership);
     }

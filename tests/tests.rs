@@ -14,6 +14,7 @@ mod generated_docs;
 mod hostile;
 mod install;
 mod lan;
+mod password;
 
 mod server_faults;
 mod server_history;

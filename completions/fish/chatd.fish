@@ -20,8 +20,10 @@ complete -c chatd -l dead-server-timeout -d 'With --cluster: a chatd that stoppe
 complete -c chatd -l tls-cert -d 'The TLS certificate to offer, in PEM, with its chain [default: one chatd makes on its first start, tls.pem in --data-dir, kept across restarts]' -r -F
 complete -c chatd -l tls-key -d 'The private key of --tls-cert, in PEM (it may be the same file)' -r -F
 complete -c chatd -l tls-bind -d 'Where TLS is spoken from the first byte, for TLS tools that know no STARTTLS (openssl s_client, socat); the minichat tools use STARTTLS on --bind [default: the --bind address with the next port, 0.0.0.0:5001]' -r
+complete -c chatd -l password-file -d 'Give the room a password: the first line of FILE (without its line end; spaces count). Clients send it with PASS before JOIN, and wrong tries from one address are answered more and more slowly (up to 20 s apart) and logged. Never on the command line, where every user of this computer can read it; the file should be readable by chatd\'s user alone (chatd warns otherwise)' -r -F
 complete -c chatd -l no-announce -d 'Do not announce the room on the LAN (mDNS / DNS-SD, _minichat._tcp): clients must then be given its address. A server bound to loopback is never announced; one bound to one address is announced on that address\'s interface only'
 complete -c chatd -l no-tls -d 'Speak plain text only: no STARTTLS, no TLS port, no certificate'
+complete -c chatd -l allow-plain -d 'With --password-file: let other computers give the password, and join, over plain text. Without it, only this computer\'s connections and encrypted ones (TLS) may: anyone on the LAN could read a password sent in clear'
 complete -c chatd -s v -l verbose -d 'Log every connection and every ERR sent, too (to standard error)'
 complete -c chatd -s q -l quiet -d 'Log errors only'
 complete -c chatd -s h -l help -d 'Print help (see more with \'--help\')'

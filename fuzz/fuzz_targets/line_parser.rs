@@ -256,12 +256,13 @@ fn check_line(line: &str) {
             match request {
                 Request::Join(join) => check_name(join.name),
                 Request::Msg(body) => assert_eq!(check_text(body), Ok(()), "MSG accepted {body:?}"),
+                Request::Pass(password) => assert!(!password.is_empty(), "PASS accepted no password"),
                 Request::Exit | Request::Names | Request::Ping(_) | Request::Tags | Request::StartTls => {}
             }
             // A join with options prints its option words in capitals.
             let exact = match request {
                 Request::Join(join) if join.replay == Replay::Nothing && join.token.is_none() => Some(join.name),
-                Request::Msg(arg) | Request::Ping(Some(arg)) => Some(arg),
+                Request::Msg(arg) | Request::Ping(Some(arg)) | Request::Pass(arg) => Some(arg),
                 _ => None,
             };
             if let (Some(arg), true) = (exact, line.contains(' ')) {

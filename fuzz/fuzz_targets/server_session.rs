@@ -17,6 +17,11 @@
 //! - it is exactly the reply the protocol prescribes for those lines (the
 //!   frames the line reader makes of them, through `Request::parse` and
 //!   `Name::parse`), error codes compared, error texts free;
+//! - the room has a password (`PASSWORD`, in the dictionary): `JOIN`
+//!   before a right `PASS` is `PASSWORD_REQUIRED`, a wrong one is
+//!   `BAD_PASSWORD`, and the last `PASS` before `JOIN` counts; wrong tries
+//!   are not slowed down here (`password_max_wait` is zero), or the
+//!   fuzzer would spend its time waiting;
 //! - a member that stays joined throughout (the watcher) gets exactly the
 //!   events the hostile connection caused, and a `PING` of its own is still
 //!   answered: one hostile client never breaks the server for the others.
@@ -31,11 +36,14 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use minichat::framing::{Frame, LineReader};
 use minichat::name::Name;
+use minichat::password::Password;
 use minichat::protocol::{ByeReason, ErrorCode, LeaveReason, Replay, Request, ServerLine, Tags, SERVER_ID};
 use minichat::server::{Config, Server, ShutdownSignal, Verbosity};
 
 const MAX_LINE: usize = 4096;
 const WATCHER: &str = "watcher";
+/// The room's password.
+const PASSWORD: &str = "letmein";
 /// How long any one read or write may wait; far more than a passing input
 /// ever needs, so a server that stops answering fails the input.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -112,6 +120,8 @@ fn room() -> &'static Room {
             rate_limit: 1_000_000,
             rate_burst: 10_000,
             verbosity: Verbosity::Quiet,
+            password: Some(Password::new(PASSWORD).unwrap()),
+            password_max_wait: Duration::ZERO,
             ..Config::default()
         };
         let server = Server::bind(config).expect("bind the in-process chatd");
@@ -123,6 +133,8 @@ fn room() -> &'static Room {
         });
         let mut watcher = Client::connect(addr);
         watcher.recv();
+        watcher.send(&format!("PASS {PASSWORD}"));
+        assert_eq!(watcher.recv(), ServerLine::OkPass);
         watcher.send(&format!("JOIN {WATCHER}"));
         assert_eq!(watcher.recv(), ServerLine::OkJoin(WATCHER.into()));
         Room { addr, watcher: Mutex::new(watcher) }
@@ -165,8 +177,8 @@ struct Prediction {
 fn predict(input: &[u8]) -> Prediction {
     let watcher_key = Name::parse(WATCHER).unwrap().key().to_owned();
     let hello = ServerLine::Hello { server: SERVER_ID.into(), text: "type JOIN <name> to enter".into() };
-    let mut session =
-        Session { reply: vec![Want::Exactly(hello)], watcher: Vec::new(), watcher_key, member: None, tags: false };
+    let reply = vec![Want::Exactly(hello)];
+    let mut session = Session { reply, watcher: Vec::new(), watcher_key, member: None, tags: false, passed: false };
     let mut reader = LineReader::new(MAX_LINE).ignoring_telnet();
     let mut src = input;
     let mut exited = false;
@@ -198,6 +210,8 @@ struct Session {
     watcher_key: String,
     member: Option<String>,
     tags: bool,
+    /// Whether the last `PASS` was right.
+    passed: bool,
 }
 
 impl Session {
@@ -226,7 +240,15 @@ impl Session {
                 self.tags = true;
                 self.reply.push(Want::Exactly(ServerLine::OkTags));
             }
-            (Request::Join(_), Some(_)) => return self.refuse(ErrorCode::AlreadyJoined),
+            (Request::Join(_) | Request::Pass(_), Some(_)) => return self.refuse(ErrorCode::AlreadyJoined),
+            (Request::Pass(given), None) => {
+                self.passed = given == PASSWORD;
+                if !self.passed {
+                    return self.refuse(ErrorCode::BadPassword);
+                }
+                self.reply.push(Want::Exactly(ServerLine::OkPass));
+            }
+            (Request::Join(_), None) if !self.passed => return self.refuse(ErrorCode::PasswordRequired),
             // The watcher's token is random: no input guesses it.
             (Request::Join(join), None) => match Name::parse(join.name) {
                 Err(_) => return self.refuse(ErrorCode::BadName),

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::exit_codes as exit;
-use crate::protocol::{ByeReason, Printable, Refusal};
+use crate::protocol::{ByeReason, ErrorCode, Printable, Refusal};
 
 /// What the other end did instead of saying `HELLO`.
 #[derive(Debug)]
@@ -65,6 +65,16 @@ pub enum ClientError {
     Bye { server: String, reason: ByeReason },
     /// The server refused a request.
     Refused(Refusal),
+    /// The room has a password, and none or a wrong one was given:
+    /// `PASSWORD_REQUIRED` or `BAD_PASSWORD`.
+    Password { server: String, refusal: Refusal },
+    /// The password could not be had: an unreadable --password-file, a bad
+    /// `CHAT_PASSWORD`; why, for people.
+    PasswordSource(String),
+    /// The room's password would cross the network in plain text: the
+    /// client would not send it (`refusal` is `None`), or the server
+    /// refused to take it (`TLS_REQUIRED`, with its words).
+    Unencrypted { server: String, refusal: Option<Refusal> },
     /// A line from the server that is not the protocol.
     Protocol(crate::protocol::MalformedLine),
     /// The connection was lost (`why`) and could not be made again within
@@ -91,6 +101,19 @@ impl ClientError {
             ClientError::GaveUp { .. } | ClientError::Unsure { .. } => exit::LOST,
             ClientError::Refused(_) => exit::REFUSED,
             ClientError::Untrusted(_) => exit::UNTRUSTED,
+            ClientError::Password { .. } | ClientError::PasswordSource(_) => exit::PASSWORD,
+            ClientError::Unencrypted { .. } => exit::CONNECT,
+        }
+    }
+
+    /// The error for a request `server` refused: about the room's password
+    /// (`PASSWORD_REQUIRED`, `BAD_PASSWORD`, `TLS_REQUIRED`) or another.
+    pub fn refused(server: &str, refusal: Refusal) -> ClientError {
+        let server = server.to_owned();
+        match refusal.code {
+            ErrorCode::PasswordRequired | ErrorCode::BadPassword => ClientError::Password { server, refusal },
+            ErrorCode::TlsRequired => ClientError::Unencrypted { server, refusal: Some(refusal) },
+            _ => ClientError::Refused(refusal),
         }
     }
 }
@@ -171,6 +194,28 @@ impl fmt::Display for ClientError {
                 write!(f, "{server}: {why}")
             }
             ClientError::Refused(refusal) => write!(f, "the server refused: {} {}", refusal.code, refusal.text),
+            // The server's words for PASSWORD_REQUIRED speak the protocol.
+            ClientError::Password { server, refusal } if refusal.code == ErrorCode::PasswordRequired => write!(
+                f,
+                "{server}: the room has a password (PASSWORD_REQUIRED); give it in CHAT_PASSWORD or with \
+                 --password-file FILE"
+            ),
+            ClientError::Password { server, refusal } => write!(
+                f,
+                "{server}: {} ({}); give the right one in CHAT_PASSWORD or with --password-file FILE",
+                Printable(&refusal.text),
+                refusal.code
+            ),
+            ClientError::PasswordSource(why) => write!(f, "{why} (set CHAT_PASSWORD or --password-file)"),
+            ClientError::Unencrypted { server, refusal: Some(refusal) } => {
+                write!(f, "{server} refused the password in plain text: {}", Printable(&refusal.text))
+            }
+            ClientError::Unencrypted { server, refusal: None } => write!(
+                f,
+                "the connection to {server} is not encrypted, so the room's password was not sent: anyone on \
+                 the network could read it; connect with TLS, or through a tunnel to this computer (ssh -L), \
+                 or leave CHAT_PASSWORD and --password-file unset if the room has no password"
+            ),
             ClientError::Protocol(e) => write!(f, "{e}"),
             ClientError::GaveUp { why, last, after } => {
                 write!(f, "{why}; gave up reconnecting after {:.1} s", after.as_secs_f64())?;

@@ -21,7 +21,9 @@ use nix::poll::PollFlags;
 
 use super::backoff::Backoff;
 use super::pending::Pending;
-use super::{join, servers, wait, Arrival, ClientError, Joined, Receiver, Sender, Watch, CONNECT_TIMEOUT};
+use super::{
+    give_password, join, servers, wait, Arrival, ClientError, Joined, Receiver, Sender, Watch, CONNECT_TIMEOUT,
+};
 use crate::protocol::{ByeReason, ErrorCode, Join, Position, Replay, Request, ServerLine, Tags};
 
 /// A room event with where and when it happened.
@@ -77,6 +79,8 @@ pub struct Settings {
     pub servers: Vec<String>,
     /// How long to keep trying to reconnect; `None` never tries.
     pub retry_for: Option<Duration>,
+    /// The room's password, given on every connection.
+    pub password: Option<crate::password::Password>,
 }
 
 enum Link {
@@ -346,6 +350,7 @@ impl Membership {
         let (at, mut sender, mut receiver) =
             servers::connect_first(&self.settings.servers, order, CONNECT_TIMEOUT, until)?;
         (self.at, self.server) = (at, receiver.server().to_owned());
+        give_password(&mut sender, &mut receiver, self.settings.password.as_ref())?;
         let from = if self.pending.is_empty() { self.seen } else { self.seen.min(self.pending.since()) };
         let asked = self.epoch.clone().map(|epoch| Position { epoch, seq: from });
         let replay = asked.as_ref().map_or(Replay::Last(0), |p| Replay::Since(p.as_ref()));

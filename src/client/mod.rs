@@ -8,6 +8,7 @@
 //!   and resuming where it was;
 //! - `pending`: the messages said but not yet confirmed, sent again exactly
 //!   once after a lost connection;
+//! - `password`: the room's password, given before joining;
 //! - `servers`: a list of servers, the order they are tried in, and
 //!   connecting to the first that answers;
 //! - `secure`: TLS: asking for it, trusting the server, reading and writing
@@ -19,6 +20,7 @@
 mod backoff;
 mod error;
 mod membership;
+mod password;
 mod pending;
 mod render;
 mod secure;
@@ -33,6 +35,7 @@ pub use self::backoff::DEFAULT_RETRY_FOR;
 pub use self::error::{ClientError, NotChatd};
 pub use self::membership::Settings;
 pub use self::membership::{Event, Membership, News};
+pub use self::password::give_password;
 pub use self::render::{json_missed, render, render_event, Format};
 pub use self::secure::set_trust;
 use self::secure::{Incoming, Outgoing};
@@ -154,7 +157,7 @@ pub fn join(sender: &mut Sender, receiver: &mut Receiver, join: &Join<'_>) -> Re
             (_, ServerLine::Err(refusal)) if refusal.code == ErrorCode::Full => {
                 return Err(ClientError::Full { server: receiver.server.clone(), text: refusal.text });
             }
-            (_, ServerLine::Err(refusal)) => return Err(ClientError::Refused(refusal)),
+            (_, ServerLine::Err(refusal)) => return Err(ClientError::refused(&receiver.server, refusal)),
             (_, ServerLine::Bye(reason)) => return Err(receiver.bye(reason)),
             // Only OK TAGS can come before OK JOIN; ignore anything else.
             _ => {}
@@ -288,10 +291,10 @@ impl Receiver {
         }
     }
 
-    /// Whether what is said on this connection stays between this computer
-    /// and the server: TLS, or both on this computer.
+    /// Whether nobody else can read what crosses the connection, so that
+    /// the room's password may: TLS, or the server is on this computer.
     pub fn is_private(&self) -> bool {
-        self.tls.is_some() || self.stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback())
+        self.tls.is_some() || self.stream.peer_addr().is_ok_and(|addr| crate::lan::is_loopback(addr.ip()))
     }
 
     /// Bounds how long a read may wait (`None`: for ever).

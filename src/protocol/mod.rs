@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_LINE: usize = 4096;
 /// A line from a client, borrowed from the line it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'a> {
+    /// The room's password, before `JOIN`: the rest of the line, spaces
+    /// included.
+    Pass(&'a str),
     Join(Join<'a>),
     /// Version 2: tags on events and `OK JOIN` from now on.
     Tags,
@@ -46,6 +49,11 @@ impl<'a> Request<'a> {
         let is = |word: &str| verb.eq_ignore_ascii_case(word);
         if is("JOIN") {
             Ok(Request::Join(Join::parse(arg.unwrap_or(""))?))
+        } else if is("PASS") {
+            match arg {
+                Some(password) if !password.is_empty() => Ok(Request::Pass(password)),
+                _ => Err(Refusal::new(ErrorCode::Empty, "no password after PASS; type PASS <password>")),
+            }
         } else if is("MSG") {
             let text = arg.unwrap_or("");
             check_text(text)?;
@@ -64,7 +72,7 @@ impl<'a> Request<'a> {
             Err(Refusal::new(
                 ErrorCode::UnknownCommand,
                 format!(
-                    "unknown command \"{}\"; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT, TAGS",
+                    "unknown command \"{}\"; commands: JOIN <name>, MSG <text>, NAMES, PING, EXIT, TAGS, PASS <password>",
                     Printable(verb)
                 ),
             ))
@@ -75,6 +83,7 @@ impl<'a> Request<'a> {
 impl fmt::Display for Request<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Request::Pass(password) => write!(f, "PASS {password}"),
             Request::Join(join) => write!(f, "JOIN {join}"),
             Request::Tags => f.write_str("TAGS"),
             Request::Msg(text) => write!(f, "MSG {text}"),
@@ -185,6 +194,9 @@ wire_words! {
         BadOption => "BAD_OPTION",
         Unavailable => "UNAVAILABLE",
         NoTls => "NO_TLS",
+        PasswordRequired => "PASSWORD_REQUIRED",
+        BadPassword => "BAD_PASSWORD",
+        TlsRequired => "TLS_REQUIRED",
     }
 }
 
@@ -233,6 +245,8 @@ pub enum ServerLine {
     OkTags,
     /// TLS begins with the next byte.
     OkStartTls,
+    /// The password was right, or the room has none.
+    OkPass,
     /// `MISSED <n>`, or `MISSED ?` (`None`) when the position was not this
     /// room's.
     Missed(Option<u64>),
@@ -277,6 +291,7 @@ impl ServerLine {
                 Some(("JOIN", name)) if !name.is_empty() => ServerLine::OkJoin(name.to_owned()),
                 None if rest == "TAGS" => ServerLine::OkTags,
                 None if rest == "STARTTLS" => ServerLine::OkStartTls,
+                None if rest == "PASS" => ServerLine::OkPass,
                 _ => return None,
             },
             "ERR" => {
@@ -314,6 +329,7 @@ impl fmt::Display for ServerLine {
             ServerLine::OkJoin(name) => write!(f, "OK JOIN {name}"),
             ServerLine::OkTags => f.write_str("OK TAGS"),
             ServerLine::OkStartTls => f.write_str("OK STARTTLS"),
+            ServerLine::OkPass => f.write_str("OK PASS"),
             ServerLine::Missed(Some(n)) => write!(f, "MISSED {n}"),
             ServerLine::Missed(None) => f.write_str("MISSED ?"),
             ServerLine::Err(refusal) => write!(f, "ERR {refusal}"),
@@ -399,6 +415,11 @@ mod tests {
             ("PING 42", Ok(Request::Ping(Some("42")))),
             ("starttls", Ok(Request::StartTls)),
             ("PING ", Ok(Request::Ping(None))),
+            ("PASS s3cret", Ok(Request::Pass("s3cret"))),
+            ("pass  two words ", Ok(Request::Pass(" two words "))),
+            ("PASS", Err(ErrorCode::Empty)),
+            ("PASS ", Err(ErrorCode::Empty)),
+            ("PASSWORD x", Err(ErrorCode::UnknownCommand)),
             ("HELLO", Err(ErrorCode::UnknownCommand)),
             ("MSGX hi", Err(ErrorCode::UnknownCommand)),
         ];
@@ -425,6 +446,8 @@ mod tests {
             "BYE shutdown",
             "OK TAGS",
             "OK STARTTLS",
+            "OK PASS",
+            "ERR BAD_PASSWORD wrong password",
             "MISSED 12",
             "MISSED ?",
             "BYE replaced",

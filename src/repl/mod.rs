@@ -8,12 +8,14 @@
 //! - `line_history`: the typed lines kept across runs;
 //! - `clock`: an event's time as a person reads it;
 //! - `one_off`: a `chat-send`'s visit shown as its messages alone;
+//! - `password_prompt`: the room's password asked for without echo;
 //! - `typing`: the line being typed, Ctrl-C's mark on it;
 //! - `plain`: the line reader for pipes.
 
 mod clock;
 mod line_history;
 mod one_off;
+mod password_prompt;
 mod plain;
 mod prompt;
 mod session;

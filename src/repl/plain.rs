@@ -20,10 +20,12 @@ pub(super) fn plain(args: &ChatArgs) -> Result<(), ChatError> {
     let at_terminal = io::stdout().is_terminal();
     crate::client::set_trust(args.server.trust());
     let servers = crate::discovery::servers(args.server.server.as_deref(), "chat")?;
+    let settings = args.server.settings(&servers)?;
     let mut connection = client::connect(&servers)?;
+    client::give_password(&mut connection.0, &mut connection.1, settings.password.as_ref())?;
     let replay = Replay::Last(args.history.unwrap_or(if at_terminal { DEFAULT_HISTORY } else { 0 }));
     let joined = client::join_as_a_sender(&mut connection, args.name.as_deref(), replay)?;
-    let membership = Membership::start(connection, joined, None, args.server.settings(&servers))?;
+    let membership = Membership::start(connection, joined, None, settings)?;
     let mut out = io::stdout();
     let mut open = true;
     // With standard output closed (`chat | head -1`) the input is still sent.

@@ -14,6 +14,7 @@ use super::typing::{ChatEditor, Typing};
 use super::ChatError;
 use crate::cli::ChatArgs;
 use crate::client::{self, ClientError, Joined, Membership, Receiver, Sender};
+use crate::password::Password;
 use crate::protocol::{self, ByeReason, ErrorCode, Join, Printable, Replay};
 
 /// How long `/quit` waits for `BYE exit`: only so that what the server said
@@ -52,23 +53,27 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
             None => return Ok(()),
         },
     };
+    let mut settings = args.server.settings(&servers)?;
     let mut connection = client::connect(&servers)?;
+    if let Err(e) = client::give_password(&mut connection.0, &mut connection.1, settings.password.as_ref()) {
+        ask_password(&mut connection, &mut settings.password, e)?;
+    }
     // A name from CHAT_NAME that is taken (this person's chat is open in
     // another window) is asked again, as a typed one is; --name is final.
     let from_env = std::env::var("CHAT_NAME").ok().filter(|name| !name.is_empty() && args.name.is_none());
     let mut joined = None;
     if let Some(name) = args.name.as_ref().or(from_env.as_ref()) {
-        match client::join(&mut connection.0, &mut connection.1, &joining(name, history_events)) {
+        match join_patiently(&mut connection, &joining(name, history_events), &mut settings.password) {
             Ok(done) => joined = Some(done),
-            Err(ClientError::NameRefused { refusal, .. }) if from_env.is_some() => {
+            Err(ChatError::Client(ClientError::NameRefused { refusal, .. })) if from_env.is_some() => {
                 println!("{}", Printable(&refusal.text));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     let joined = match joined {
         Some(joined) => joined,
-        None => match ask_name(&mut editor, &typing, &mut connection, history_events)? {
+        None => match ask_name(&mut editor, &typing, &mut connection, history_events, &mut settings.password)? {
             Some(joined) => joined,
             None => {
                 let _ = connection.0.finish();
@@ -80,7 +85,7 @@ pub(super) fn interactive(args: &ChatArgs) -> Result<(), ChatError> {
     let mut history = History::open(&mut editor);
     let mut printer = editor.create_external_printer()?;
     println!("* you are {} on {}; /help lists the commands", Printable(&name), connection.1.server());
-    let membership = Membership::start(connection, joined, None, args.server.settings(&servers))?;
+    let membership = Membership::start(connection, joined, None, settings)?;
     // The printer shows a line above the prompt and redraws the line being typed.
     let show = move |text: String| {
         let _ = printer.print(format!("{text}\n"));
@@ -141,6 +146,7 @@ fn ask_name(
     typing: &Typing,
     connection: &mut (Sender, Receiver),
     history: u64,
+    password: &mut Option<Password>,
 ) -> Result<Option<Joined>, ChatError> {
     loop {
         let typed = match editor.readline("name: ") {
@@ -154,27 +160,84 @@ fn ask_name(
         if typed.is_empty() {
             continue;
         }
-        match join_patiently(connection, &joining(typed, history)) {
+        match join_patiently(connection, &joining(typed, history), password) {
             Ok(joined) => return Ok(Some(joined)),
-            Err(ClientError::NameRefused { refusal, .. }) => println!("{}", Printable(&refusal.text)),
-            Err(e) => return Err(e.into()),
+            Err(ChatError::Client(ClientError::NameRefused { refusal, .. })) => {
+                println!("{}", Printable(&refusal.text))
+            }
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// Joins as `join` asks. The server drops a connection that has not joined
-/// within its join timeout (60 s by default), and a person may take longer
-/// than that to choose a name: a connection that timed out is replaced once,
-/// by one to the same server.
-fn join_patiently(connection: &mut (Sender, Receiver), join: &Join<'_>) -> Result<Joined, ClientError> {
-    match client::join(&mut connection.0, &mut connection.1, join) {
-        Err(ClientError::Refused(refusal)) if refusal.code == ErrorCode::Timeout => {}
-        Err(ClientError::Bye { reason: ByeReason::Timeout, .. }) => {}
-        result => return result,
+/// Joins as `join` asks, asking for the room's password when it wants
+/// one. The server drops a connection that has not joined within its join
+/// timeout (60 s by default), and a person may take longer than that to
+/// choose a name: a connection that timed out is replaced once, by one to
+/// the same server.
+fn join_patiently(
+    connection: &mut (Sender, Receiver),
+    join: &Join<'_>,
+    password: &mut Option<Password>,
+) -> Result<Joined, ChatError> {
+    let mut replaced = false;
+    loop {
+        match client::join(&mut connection.0, &mut connection.1, join) {
+            Err(e @ ClientError::Password { .. }) => ask_password(connection, password, e)?,
+            Err(e) if timed_out(&e) && !replaced => {
+                replaced = true;
+                reconnect(connection, password.as_ref())?;
+            }
+            result => return Ok(result?),
+        }
     }
+}
+
+/// Whether the server ended the connection for want of a `JOIN` in time.
+fn timed_out(error: &ClientError) -> bool {
+    match error {
+        ClientError::Refused(refusal) => refusal.code == ErrorCode::Timeout,
+        ClientError::Bye { reason, .. } => *reason == ByeReason::Timeout,
+        _ => false,
+    }
+}
+
+/// A new connection to the same server, given the password.
+fn reconnect(connection: &mut (Sender, Receiver), password: Option<&Password>) -> Result<(), ClientError> {
     let server = connection.1.server().to_owned();
     *connection = client::connect(&server)?;
-    client::join(&mut connection.0, &mut connection.1, join)
+    client::give_password(&mut connection.0, &mut connection.1, password)
+}
+
+/// After `why` (the room wants a password, or a right one), asks the person
+/// for it, without echo, until the room takes it; Ctrl-D gives up with
+/// `why`. What is typed replaces `password`, for reconnections too.
+fn ask_password(
+    connection: &mut (Sender, Receiver),
+    password: &mut Option<Password>,
+    mut why: ClientError,
+) -> Result<(), ChatError> {
+    let mut replaced = false;
+    loop {
+        let ClientError::Password { refusal, .. } = &why else { return Err(why.into()) };
+        match refusal.code {
+            // Its words are for programs: PASS, then JOIN again.
+            ErrorCode::PasswordRequired => println!("this room has a password (Ctrl-D gives up)"),
+            _ => println!("{}", Printable(&refusal.text)),
+        }
+        let Some(typed) = super::password_prompt::ask_password()? else { return Err(why.into()) };
+        *password = Some(typed);
+        let mut given = client::give_password(&mut connection.0, &mut connection.1, password.as_ref());
+        if given.as_ref().is_err_and(timed_out) && !replaced {
+            // The person took longer than the server's join timeout.
+            replaced = true;
+            given = reconnect(connection, password.as_ref());
+        }
+        match given {
+            Ok(()) => return Ok(()),
+            Err(e) => why = e,
+        }
+    }
 }
 
 /// Reads lines and acts on them until `/quit` or Ctrl-D.

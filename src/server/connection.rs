@@ -16,6 +16,7 @@ use nix::sys::time::TimeSpec;
 use super::link::Link;
 use super::nudge::Nudge;
 use super::outbox::FlushError;
+use super::password::Verdict;
 use super::registry::Ticket;
 use super::writers::Attachment;
 use super::Context;
@@ -81,6 +82,13 @@ struct Session {
     tags: bool,
     /// Whether TLS begins once `OK STARTTLS` is out: no line is read until.
     starting_tls: bool,
+    /// Whether its last `PASS` was right.
+    passed: bool,
+    /// When a connection that has not joined is timed out.
+    join_deadline: Instant,
+    /// A copy of the connection's `wait_mask`, for the wait before a
+    /// `PASS` is answered, so that a shutdown still interrupts it.
+    wait_mask: SigSet,
 }
 
 impl Connection {
@@ -101,6 +109,9 @@ impl Connection {
             throttle: Throttle::new(ctx.config.rate_limit, ctx.config.rate_burst),
             tags: false,
             starting_tls: false,
+            passed: false,
+            join_deadline: Instant::now() + ctx.config.join_timeout,
+            wait_mask: SigSet::empty(),
         };
         let input = LineReader::new(ctx.config.max_line).ignoring_telnet();
         Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), tls_first, _ticket: ticket }
@@ -118,6 +129,7 @@ impl Connection {
             }
         };
         self.wait_mask = attached.wait_mask;
+        self.session.wait_mask = attached.wait_mask;
         self.ctx.log.debug(format_args!("{}: connected", self.peer));
         if self.tls_first {
             if let Err(e) = self.expect_tls().and_then(|()| self.start_tls(&[])) {
@@ -158,7 +170,7 @@ impl Connection {
     }
 
     fn serve(&mut self) -> End {
-        let join_deadline = Instant::now() + self.ctx.config.join_timeout;
+        let join_deadline = self.session.join_deadline;
         let mut end_of_input = false;
         loop {
             self.link.nudge.take();
@@ -526,6 +538,11 @@ impl Session {
                 self.refuse(Refusal::new(ErrorCode::AlreadyJoined, text));
             }
             (Request::Join(join), None) => return self.join(join),
+            (Request::Pass(_), Some(member)) => {
+                let text = format!("already joined as {}; PASS goes before JOIN", member.name());
+                self.refuse(Refusal::new(ErrorCode::AlreadyJoined, text));
+            }
+            (Request::Pass(given), None) => return self.pass(given),
             (Request::Tags, _) => {
                 self.tags = true;
                 link.set_tags();
@@ -591,7 +608,99 @@ impl Session {
         End::Unavailable
     }
 
+    /// Whether nobody else can read what crosses this connection: it comes
+    /// from this computer, or it is encrypted.
+    fn is_private(&self) -> bool {
+        crate::lan::is_loopback(self.peer.ip()) || self.link.is_tls()
+    }
+
+    /// Why a room with a password refuses this connection's `PASS` or `JOIN`
+    /// before looking at it, if it does.
+    fn must_encrypt(&self) -> Option<Refusal> {
+        let refused = self.ctx.door.is_some() && !self.ctx.config.allow_plain && !self.is_private();
+        refused.then(|| {
+            Refusal::new(
+                ErrorCode::TlsRequired,
+                "this room has a password, which must not cross the network in plain text; connect with TLS \
+                 (the minichat tools do it by themselves), or ask the operator to start chatd with --allow-plain",
+            )
+        })
+    }
+
+    /// Answers `PASS` once this address's turn has come (see `password`).
+    fn pass(&mut self, given: &str) -> Option<End> {
+        let Some(door) = &self.ctx.door else {
+            // A client that always sends a password works with every room.
+            self.link.reply(0, &ServerLine::OkPass);
+            return None;
+        };
+        if let Some(refusal) = self.must_encrypt() {
+            self.refuse(refusal);
+            return None;
+        }
+        let from = crate::lan::canonical(self.peer.ip());
+        let due = door.knock(from, Instant::now());
+        if let Some(end) = self.pause_until(due) {
+            return Some(end);
+        }
+        match door.check(from, given, Instant::now()) {
+            Verdict::Right => {
+                self.passed = true;
+                self.link.reply(0, &ServerLine::OkPass);
+            }
+            Verdict::Wrong { failures, wait } => {
+                self.passed = false;
+                let wait = wait.as_secs();
+                self.ctx.log.info(format_args!(
+                    "{}: wrong password ({failures} failures from this address; the next try waits {wait} s)",
+                    self.peer
+                ));
+                let when = match wait {
+                    0 => String::new(),
+                    _ => format!("; the next try from this address is answered in {wait} s"),
+                };
+                let text = format!("wrong password; check it and try again{when}");
+                self.refuse(Refusal::new(ErrorCode::BadPassword, text));
+            }
+        }
+        None
+    }
+
+    /// Waits until `due`, or until the server shuts down, the client hangs
+    /// up or the join timeout passes; reads nothing meanwhile.
+    fn pause_until(&self, due: Instant) -> Option<End> {
+        loop {
+            self.link.nudge.take();
+            if self.ctx.room.is_closed() {
+                return Some(End::Shutdown);
+            }
+            let now = Instant::now();
+            if now >= self.join_deadline {
+                return Some(End::JoinTimeout);
+            }
+            let left = due.min(self.join_deadline).saturating_duration_since(now);
+            if left.is_zero() {
+                return None;
+            }
+            match wait(&self.link.stream, &self.wait_mask, false, false, Some(left)) {
+                Ok(ready) if ready.broken => return Some(End::Failed(self.link.failure())),
+                Ok(_) => {}
+                Err(e) => return Some(End::Failed(e)),
+            }
+        }
+    }
+
     fn join(&mut self, join: Join<'_>) -> Option<End> {
+        if let Some(refusal) = self.must_encrypt() {
+            self.refuse(refusal);
+            return None;
+        }
+        if self.ctx.door.is_some() && !self.passed {
+            let text = "this room has a password; send PASS <password>, then JOIN again \
+                        (the minichat tools take it from CHAT_PASSWORD or --password-file)";
+            self.refuse(Refusal::new(ErrorCode::PasswordRequired, text));
+            return None;
+        }
         let name = match Name::parse(join.name) {
             Ok(name) => name,
             Err(e) => {

@@ -8,6 +8,7 @@ mod link;
 mod log;
 mod nudge;
 mod outbox;
+mod password;
 mod registry;
 mod shutdown;
 mod socket;
@@ -29,6 +30,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use self::connection::Connection;
 pub use self::log::{Log, Verbosity};
 use self::nudge::Nudge;
+use self::password::Door;
 use self::registry::{Registry, Turned};
 pub use self::shutdown::ShutdownSignal;
 pub use self::socket::KeepaliveTiming;
@@ -70,6 +72,13 @@ pub struct Config {
     /// Whether `tls_bind` was asked for (`--tls-bind`): then not getting it
     /// is an error; the default port, when taken, is done without.
     pub tls_bind_given: bool,
+    /// The room's password (`--password-file`), if it has one.
+    pub password: Option<crate::password::Password>,
+    /// With a password: take it, and joins, in plain text from other
+    /// computers too (`--allow-plain`).
+    pub allow_plain: bool,
+    /// The longest wait between two tries at the password from one address.
+    pub password_max_wait: Duration,
 }
 
 /// Where the room is kept when it spans several servers.
@@ -104,6 +113,9 @@ impl Default for Config {
             tls: None,
             tls_bind: None,
             tls_bind_given: false,
+            password: None,
+            allow_plain: false,
+            password_max_wait: Duration::from_secs(20),
         }
     }
 }
@@ -118,6 +130,8 @@ struct Context {
     log: Log,
     /// The port plain text is spoken on, as bound.
     plain_port: u16,
+    /// Where a room with a password checks it.
+    door: Option<Door>,
 }
 
 #[derive(Debug)]
@@ -131,7 +145,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn bind(config: Config) -> anyhow::Result<Server> {
+    pub fn bind(mut config: Config) -> anyhow::Result<Server> {
         raise_fd_limit();
         let listener = TcpListener::bind(config.bind).map_err(|e| bind_error(config.bind, e, "--bind"))?;
         listener.set_nonblocking(true)?;
@@ -168,9 +182,11 @@ impl Server {
         };
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let writers = Writers::start(&room, cpus).map_err(|e| anyhow!("cannot start the writer threads: {e}"))?;
+        // The door holds the password from now on: one copy of it.
+        let door = config.password.take().map(|password| Door::new(password, config.password_max_wait));
         let registry = Registry::new(config.max_clients, config.max_per_address);
         let plain_port = listener.local_addr()?.port();
-        let ctx = Context { room, writers, registry, log, config, plain_port };
+        let ctx = Context { room, writers, registry, log, door, config, plain_port };
         let history_summary = vec![summary];
         Ok(Server { listener, tls_listener, ctx: Arc::new(ctx), history_summary })
     }
@@ -179,6 +195,17 @@ impl Server {
     /// same on each of them: its history's epoch.
     pub fn cluster(&self) -> Option<String> {
         self.ctx.room.bridge().map(|_| self.ctx.room.history().epoch().to_owned())
+    }
+
+    /// What the start-up lines say of the room's password, if it has one
+    /// (never the password itself).
+    pub fn password_summary(&self) -> Option<&'static str> {
+        self.ctx.door.as_ref().map(|_| match self.ctx.config.allow_plain {
+            true => "the room has a password; other computers may give it in plain text (--allow-plain)",
+            false => {
+                "the room has a password; other computers must connect with TLS (or start chatd with --allow-plain)"
+            }
+        })
     }
 
     /// Where the history is and how much of it there is, for the start-up lines.

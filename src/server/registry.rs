@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::nudge::Nudge;
+use crate::lan::canonical;
 
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -125,15 +126,6 @@ impl Drop for Ticket {
         }
         drop(open);
         self.registry.closed_one.notify_all();
-    }
-}
-
-/// An IPv4 client on an IPv6 socket is the same computer as on an IPv4
-/// one.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
     }
 }
 
