@@ -63,8 +63,6 @@ pub(crate) struct Connection {
     peer: SocketAddr,
     input: LineReader,
     session: Session,
-    /// The signal mask to wait with, so that a nudge interrupts the wait.
-    wait_mask: SigSet,
     /// Whether TLS starts with the first byte (chatd's TLS port).
     tls_first: bool,
     _ticket: Ticket,
@@ -86,8 +84,8 @@ struct Session {
     passed: bool,
     /// When a connection that has not joined is timed out.
     join_deadline: Instant,
-    /// A copy of the connection's `wait_mask`, for the wait before a
-    /// `PASS` is answered, so that a shutdown still interrupts it.
+    /// The signal mask to wait with, so that a nudge interrupts the wait
+    /// (the socket's, and the one before a `PASS` is answered).
     wait_mask: SigSet,
 }
 
@@ -114,7 +112,7 @@ impl Connection {
             wait_mask: SigSet::empty(),
         };
         let input = LineReader::new(ctx.config.max_line).ignoring_telnet();
-        Connection { ctx, link, peer, input, session, wait_mask: SigSet::empty(), tls_first, _ticket: ticket }
+        Connection { ctx, link, peer, input, session, tls_first, _ticket: ticket }
     }
 
     /// Boxed, so that no frame of this thread holds a copy of the
@@ -128,7 +126,6 @@ impl Connection {
                 return;
             }
         };
-        self.wait_mask = attached.wait_mask;
         self.session.wait_mask = attached.wait_mask;
         self.ctx.log.debug(format_args!("{}: connected", self.peer));
         if self.tls_first {
@@ -218,7 +215,7 @@ impl Connection {
                 // Decrypted already: the socket may have nothing more.
                 Ready { readable: true, broken: false }
             } else {
-                match wait(self.stream(), &self.wait_mask, want_read, want_write, timeout) {
+                match wait(self.stream(), &self.session.wait_mask, want_read, want_write, timeout) {
                     Ok(ready) => ready,
                     Err(e) => return End::Failed(e),
                 }
@@ -248,7 +245,7 @@ impl Connection {
             if left.is_zero() || self.ctx.room.is_closed() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in time"));
             }
-            if wait(self.stream(), &self.wait_mask, true, false, Some(left))?.readable {
+            if wait(self.stream(), &self.session.wait_mask, true, false, Some(left))?.readable {
                 match self.stream().peek(&mut first) {
                     Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(_) => break,
@@ -421,7 +418,7 @@ impl Connection {
             if left.is_zero() {
                 return false;
             }
-            let ready = match wait(self.stream(), &self.wait_mask, !end_of_input, true, Some(left)) {
+            let ready = match wait(self.stream(), &self.session.wait_mask, !end_of_input, true, Some(left)) {
                 Ok(ready) if !ready.broken => ready,
                 _ => return false,
             };
@@ -450,7 +447,7 @@ impl Connection {
             if left.is_zero() {
                 return false;
             }
-            match wait(self.stream(), &self.wait_mask, true, false, Some(left)) {
+            match wait(self.stream(), &self.session.wait_mask, true, false, Some(left)) {
                 Ok(ready) if ready.readable => match discard_input(self.stream()) {
                     Ok(0) | Err(_) => return true,
                     Ok(_) => {}
