@@ -20,3 +20,4 @@ mod server_history;
 mod server_input;
 mod server_protocol;
 mod server_room;
+mod tls;
