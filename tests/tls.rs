@@ -379,6 +379,8 @@ fn openssl_s_client_as_the_readme_gives_it_talks_with_a_plain_text_member() {
     assert!(hello.starts_with("HELLO chatd/"), "openssl's first line: {hello:?}");
     keyboard.write_all(b"JOIN carol\n").unwrap();
     openssl.expect_line("OK JOIN carol");
+    // The log line may come a moment after the reply.
+    chatd.expect_log("chatd: carol joined from ");
     let peer = joined_from(&chatd.stderr(), "carol");
     chatd.expect_log(&format!("chatd: {peer}: TLS on"));
 
