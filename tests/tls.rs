@@ -140,7 +140,6 @@ fn a_client_on_another_computer_meets_chatd_over_tls_and_refuses_it_once_its_cer
     chatd.expect_log(&format!("chatd: {}: TLS on", joined_from(&log, "Bea")));
     tail.expect_line("* Bea joined");
     tail.expect_line("Bea: hola, cifrado");
-    tail.kill_and_reap();
     stop(chatd);
 
     // The same address, a new data directory: a new certificate.
@@ -149,6 +148,13 @@ fn a_client_on_another_computer_meets_chatd_over_tls_and_refuses_it_once_its_cer
     assert_eq!(again, server);
     let new = fingerprint_in(&tls);
     assert_ne!(new, old, "a new data directory, a new certificate");
+
+    // chat-tail, reconnecting, meets it and gives up rather than retry.
+    let status = tail.wait();
+    let stderr = tail.stderr();
+    assert_eq!(status.code(), Some(UNTRUSTED), "chat-tail: {status}; stderr:\n{stderr}");
+    let part = format!("the TLS certificate of {server} has changed: it was {old}, it is now {new}.");
+    assert!(stderr.contains(&part), "no {part:?} in:\n{stderr}");
 
     let (status, stderr) = chat_send(b, &server, "Bea", &[], "is this still you?");
     assert_eq!(status.code(), Some(UNTRUSTED), "chat-send: {status}; stderr:\n{stderr}");
@@ -182,10 +188,20 @@ fn a_server_that_drops_tls_is_refused_where_it_was_met_with_tls_and_used_in_plai
     let (status, stderr) = chat_send(b, &server, "Bea", &[], "first, over TLS");
     assert!(status.success(), "chat-send: {status}; stderr:\n{stderr}");
     assert!(stderr.contains(&first_met("chat-send", &server, &fingerprint)), "{stderr}");
+    let mut command = tool(b, "chat-tail", &server);
+    command.args(["--name", "b-tail"]);
+    let mut tail = Proc::spawn(command, "chat-tail b-tail");
+    let peer = chatd.expect_joined_from("b-tail", b.addr());
+    chatd.expect_log(&format!("chatd: {peer}: TLS on"));
     stop(chatd);
 
     let (chatd, _, tls) = start_chatd_in(a, dir.path(), &["--no-tls"]);
     assert_eq!(tls, "tls: off (--no-tls): what is said here crosses the network in plain text");
+    // chat-tail, reconnecting, is refused plain text and gives up.
+    let status = tail.wait();
+    let stderr = tail.stderr();
+    assert_eq!(status.code(), Some(UNTRUSTED), "chat-tail: {status}; stderr:\n{stderr}");
+    assert!(stderr.contains(&format!("{server} offers no TLS, but it did when first met")), "{stderr}");
     let mut watcher = c.join(server.parse().unwrap(), "watcher");
 
     let (status, stderr) = chat_send(b, &server, "Bea", &[], "from B, in plain text?");
