@@ -422,9 +422,12 @@ struct Encrypted<'a> {
 impl<'a> Encrypted<'a> {
     /// Runs the handshake on `client`, which has read `OK STARTTLS`.
     fn start(client: &'a Client) -> Encrypted<'a> {
+        Encrypted::go_on(client, tls_client(client))
+    }
+
+    /// Runs the rest of the handshake `conn` began on `client`.
+    fn go_on(client: &'a Client, conn: rustls::ClientConnection) -> Encrypted<'a> {
         let stream = client.stream();
-        let ip = stream.peer_addr().unwrap().ip();
-        let conn = rustls::ClientConnection::new(client_config(), ip.into()).expect("a TLS client");
         let session = Session::new(conn);
         // The socket blocks with a timeout: a wait is called only when it ran out.
         handshake(&session, stream, &mut |_| Err(std::io::ErrorKind::TimedOut.into())).expect("the TLS handshake");
@@ -483,6 +486,38 @@ fn starttls_typed_by_hand_starts_tls_with_the_certificate_chatd_printed() {
     recv_until(&mut ana, "MSG dora hola Ana");
     let ana_addr = ana.stream().local_addr().unwrap();
     assert!(!chatd.stderr().contains(&format!("{ana_addr}: TLS on")), "{}", chatd.stderr());
+}
+
+/// A TLS client with the clients' own settings, for `client`'s server.
+fn tls_client(client: &Client) -> rustls::ClientConnection {
+    let ip = client.stream().peer_addr().unwrap().ip();
+    rustls::ClientConnection::new(client_config(), ip.into()).expect("a TLS client")
+}
+
+#[test]
+fn a_client_hello_sent_with_starttls_before_the_answer_is_taken_as_the_start_of_the_handshake() {
+    let chatd = Chatd::start(&["-v"]);
+    let fingerprint = fingerprint_in(&tls_line(&chatd));
+    let mut hasty = chatd.connect();
+    let mut conn = tls_client(&hasty);
+    let mut bytes = b"STARTTLS\n".to_vec();
+    conn.write_tls(&mut bytes).expect("a ClientHello");
+    assert!(bytes.len() > "STARTTLS\n".len());
+    hasty.send_raw(&bytes);
+    // The answer in plain text, read a byte at a time: what follows it is TLS.
+    let mut answer = Vec::new();
+    while answer.last() != Some(&b'\n') {
+        let mut byte = [0];
+        let n = hasty.stream().read(&mut byte).expect("the answer to STARTTLS");
+        assert_eq!(n, 1, "chatd closed the connection after {:?}", String::from_utf8_lossy(&answer));
+        answer.push(byte[0]);
+    }
+    assert_eq!(String::from_utf8_lossy(&answer), "OK STARTTLS\n");
+    let mut tls = Encrypted::go_on(&hasty, conn);
+    assert_eq!(tls.session.peer_fingerprint().map(|f| f.to_string()), Some(fingerprint));
+    tls.send("JOIN hasty");
+    tls.expect("OK JOIN hasty");
+    chatd.expect_log(&format!("chatd: {}: TLS on", hasty.stream().local_addr().unwrap()));
 }
 
 #[test]
