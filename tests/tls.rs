@@ -220,6 +220,41 @@ fn a_server_that_drops_tls_is_refused_where_it_was_met_with_tls_and_used_in_plai
     assert!(!chatd.log().contains("TLS on"), "{}", chatd.log());
 }
 
+#[test]
+fn thousands_of_lines_piped_over_tls_from_one_computer_reach_another_over_tls_whole_and_in_order() {
+    let Some(lan) = Lan::or_skip(3, &[]) else { return };
+    let (a, b, c) = (lan.host(0), lan.host(1), lan.host(2));
+    let dir = TempDir::new("tls-stream");
+    let (chatd, server, _) = start_chatd_in(a, dir.path(), &[]);
+    let mut command = tool(c, "chat-tail", &server);
+    command.args(["--name", "c-tail"]);
+    let tail = Proc::spawn(command, "chat-tail c-tail");
+    let peer = chatd.expect_joined_from("c-tail", c.addr());
+    chatd.expect_log(&format!("chatd: {peer}: TLS on"));
+
+    let line = |i: usize| format!("{i:05} {}", "z".repeat(200));
+    const LINES: usize = 5000;
+    let mut command = tool(b, "chat-send", &server);
+    command.args(["--name", "pipe"]);
+    let mut send = Proc::spawn(command, "chat-send pipe");
+    let mut input = send.take_stdin();
+    let writer = std::thread::spawn(move || {
+        // Many lines a write: TLS records and lines do not line up.
+        let text: String = (0..LINES).map(|i| line(i) + "\n").collect();
+        input.write_all(text.as_bytes()).expect("chat-send takes its input");
+    });
+    tail.expect_line("* pipe joined");
+    for i in 0..LINES {
+        tail.expect_line(&format!("pipe: {}", line(i)));
+    }
+    writer.join().expect("the writer");
+    let status = send.wait();
+    assert!(status.success(), "chat-send: {status}; stderr:\n{}", send.stderr());
+    tail.expect_line("* pipe left (exit)");
+    let log = chatd.log();
+    assert!(log.contains(&format!("chatd: {}: TLS on", joined_from(&log, "pipe"))), "{log}");
+}
+
 /// A capture of `host`'s `eth0`, TCP port 5000, by tcpdump, written to a
 /// file packet by packet.
 struct Capture {
