@@ -21,3 +21,4 @@ mod server_history;
 mod server_input;
 mod server_protocol;
 mod server_room;
+mod tls;

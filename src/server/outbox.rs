@@ -136,6 +136,9 @@ impl Outbox {
                     self.set_blocked(true, member);
                     return Ok(false);
                 }
+                // The socket took what waited: writers may come back, even
+                // if it was found full before and no send since said so.
+                self.full = false;
                 self.set_blocked(false, member);
                 self.release_memory();
                 return Ok(true);
