@@ -10,6 +10,9 @@ use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
 
 use crate::tls::Session;
 
+/// Most bytes gathered into one buffer for one `sendmsg`.
+const MAX_GATHER: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Wire<'a> {
     pub stream: &'a TcpStream,
@@ -27,7 +30,22 @@ impl Wire<'_> {
                 // than SIGPIPE, so a program embedding the server need not
                 // ignore that signal.
                 let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
-                Ok(sendmsg::<SockaddrStorage>(self.stream.as_raw_fd(), slices, &[], flags, None)?)
+                let fd = self.stream.as_raw_fd();
+                if slices.len() <= 2 {
+                    return Ok(sendmsg::<SockaddrStorage>(fd, slices, &[], flags, None)?);
+                }
+                // Many short lines: the kernel copies one buffer much faster
+                // than as many pieces of one line each, and the copy into it
+                // costs less than the difference.
+                let mut joined = Vec::with_capacity(slices.iter().map(|s| s.len()).sum::<usize>().min(MAX_GATHER));
+                for slice in slices {
+                    let room = MAX_GATHER - joined.len();
+                    joined.extend_from_slice(&slice[..slice.len().min(room)]);
+                    if room <= slice.len() {
+                        break;
+                    }
+                }
+                Ok(sendmsg::<SockaddrStorage>(fd, &[IoSlice::new(&joined)], &[], flags, None)?)
             }
         }
     }
