@@ -1,7 +1,5 @@
 //! Each command and reply of the protocol, one by one.
 
-use std::net::SocketAddr;
-
 use crate::util::{Chatd, Client};
 
 /// Ana and Bob in the room, Ana having read `JOINED Bob`.
@@ -437,27 +435,4 @@ fn netcat_exits_after_bye_exit_without_enter() {
     drop(keyboard);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("OK JOIN Ana\nBYE exit\n"), "{text}");
-}
-
-/// The port chatd speaks TLS on from the first byte, from its `tls:`
-/// start-up line.
-fn tls_port(chatd: &Chatd) -> SocketAddr {
-    let line = chatd.startup.iter().find(|l| l.starts_with("tls: ")).expect("a tls: start-up line");
-    let after = line.split_once("from the first byte on ").expect("a TLS port").1;
-    after.split(';').next().unwrap().parse().expect("an address")
-}
-
-#[test]
-fn a_line_typed_on_the_tls_port_is_answered_with_where_plain_text_is_spoken() {
-    let chatd = Chatd::start(&[]);
-    let mut lost = Client::connect(tls_port(&chatd));
-    lost.send("JOIN Ana");
-    let said = lost.recv_all().concat();
-    let want = format!("spoken on port {}", chatd.addr.port());
-    assert!(
-        said.starts_with("ERR BAD_ENCODING this port speaks TLS from the first byte") && said.ends_with(&want),
-        "{said}"
-    );
-    // The plain port is unchanged.
-    chatd.join("Ana").sync();
 }

@@ -782,3 +782,19 @@ fn on_this_computer_chat_send_and_chat_tail_use_tls_when_given_the_fingerprint()
     let part = format!("showed the TLS certificate {fingerprint}, not the {wrong} given with --fingerprint");
     assert!(stderr.contains(&part), "no {part:?} in:\n{stderr}");
 }
+
+#[test]
+fn a_line_typed_on_the_tls_port_is_answered_with_where_plain_text_is_spoken() {
+    let chatd = Chatd::start(&[]);
+    let tls_line = chatd.startup.iter().find(|l| l.starts_with("tls: ")).expect("a tls: start-up line");
+    let mut lost = Client::connect(tls_port_in(tls_line));
+    lost.send("JOIN Ana");
+    let said = lost.recv_all().concat();
+    let want = format!("spoken on port {}", chatd.addr.port());
+    assert!(
+        said.starts_with("ERR BAD_ENCODING this port speaks TLS from the first byte") && said.ends_with(&want),
+        "{said}"
+    );
+    // The plain port is unchanged.
+    chatd.join("Ana").sync();
+}
