@@ -345,6 +345,12 @@ impl Connection {
         if let Some(at) = self.session.attachment.take() {
             self.ctx.writers.detach(&self.link, at);
         }
+        // The end of input may be what a socket shows once a writer thread
+        // took its error (a dead peer's timeout): then that error is why.
+        let end = match end {
+            End::InputClosed => self.link.failed_meanwhile().map_or(End::InputClosed, End::Failed),
+            end => end,
+        };
         let reason = match &end {
             End::Exit => Some(LeaveReason::Exit),
             End::InputClosed => Some(LeaveReason::Lost),

@@ -163,6 +163,15 @@ impl Link {
             .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into())
     }
 
+    /// The error a writer thread met, if any: a socket reports its error
+    /// once, so a writer's `sendmsg` may have taken it and the reader seen
+    /// only the end of input. A writer keeps the outbox locked from its
+    /// `sendmsg` to recording the error, so this waits for that.
+    pub fn failed_meanwhile(&self) -> Option<io::Error> {
+        let _out = self.out();
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
     /// Whether the last write found the socket full.
     pub fn is_blocked(&self) -> bool {
         self.out().is_blocked()
