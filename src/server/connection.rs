@@ -345,10 +345,15 @@ impl Connection {
         if let Some(at) = self.session.attachment.take() {
             self.ctx.writers.detach(&self.link, at);
         }
-        // The end of input may be what a socket shows once a writer thread
-        // took its error (a dead peer's timeout): then that error is why.
+        // A socket reports its error once: when a writer thread took it (a
+        // dead peer's timeout), this thread saw only the end of input, or
+        // the error of a later call (a broken pipe). The first is why.
         let end = match end {
-            End::InputClosed => self.link.failed_meanwhile().map_or(End::InputClosed, End::Failed),
+            End::InputClosed | End::Failed(_) => match (self.link.failed_meanwhile(), end) {
+                (Some(first), End::InputClosed) => End::Failed(first),
+                (Some(first), End::Failed(then)) if then.kind() != io::ErrorKind::TimedOut => End::Failed(first),
+                (_, end) => end,
+            },
             end => end,
         };
         let reason = match &end {
