@@ -237,6 +237,8 @@ impl Connection {
     /// On the TLS port, waits for the client's first byte and checks that it
     /// starts a TLS handshake; a person who typed a line there (`nc` on the
     /// wrong port) is told in words where plain text is spoken.
+    // Not inlined: its locals would sit in the frame the thread waits in.
+    #[inline(never)]
     fn expect_tls(&self) -> io::Result<()> {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         let mut first = [0u8; 1];
@@ -275,6 +277,8 @@ impl Connection {
 
     /// Runs the TLS handshake, `early` being what the client sent of it with
     /// its `STARTTLS`; from then on everything is encrypted.
+    // Not inlined: its locals would sit in the frame the thread waits in.
+    #[inline(never)]
     fn start_tls(&self, early: &[u8]) -> io::Result<()> {
         let identity = self.ctx.config.tls.as_ref().expect("TLS is offered only with a certificate");
         let conn = rustls::ServerConnection::new(Arc::clone(&identity.config)).map_err(io::Error::other)?;

@@ -6,6 +6,7 @@
 //! [`Outbox`], under its lock, so replies keep their place among the events
 //! whoever writes them.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::TcpStream;
@@ -27,9 +28,10 @@ const WRITES_PER_TURN: usize = 4;
 pub(crate) struct Link {
     pub id: u64,
     pub stream: TcpStream,
-    /// Set once the TLS handshake is done; before that, and without TLS,
-    /// the socket speaks plain text.
-    tls: OnceLock<Session>,
+    /// Set once the TLS handshake began; before that, and without TLS, the
+    /// socket speaks plain text. Boxed: rustls's state is large, and a
+    /// member in plain text should not carry its room.
+    tls: OnceLock<Box<Session>>,
     out: Mutex<Outbox>,
     member: OnceLock<Membership>,
     /// Wakes the connection thread: its member was expelled, a writer found
@@ -61,19 +63,19 @@ impl Link {
 
     /// The socket, through TLS if it is on.
     pub fn wire(&self) -> Wire<'_> {
-        Wire { stream: &self.stream, tls: self.tls.get() }
+        Wire { stream: &self.stream, tls: self.tls(), gather: None }
     }
 
     /// Has everything from now on go through `session`. Only before the
     /// connection joins: no writer thread knows it yet.
     pub fn set_tls(&self, session: Session) {
         assert!(self.member().is_none(), "TLS starts before JOIN");
-        assert!(self.tls.set(session).is_ok(), "TLS starts once");
+        assert!(self.tls.set(Box::new(session)).is_ok(), "TLS starts once");
     }
 
     /// The TLS session, once its handshake began.
     pub fn tls(&self) -> Option<&Session> {
-        self.tls.get()
+        self.tls.get().map(Box::as_ref)
     }
 
     /// Whether the connection is encrypted (TLS).
@@ -108,13 +110,18 @@ impl Link {
     /// Writes what is ready, until done or the socket is full; true when
     /// nothing is left.
     pub fn flush(&self) -> Result<bool, FlushError> {
-        self.flush_some(&mut self.out(), usize::MAX)
+        self.flush_some(&mut self.out(), usize::MAX, None)
     }
 
     /// `Outbox::flush_some`, noting for the writers whether the socket was
     /// found full.
-    fn flush_some(&self, out: &mut Outbox, writes: usize) -> Result<bool, FlushError> {
-        let flushed = out.flush_some(self.wire(), self.member(), writes);
+    fn flush_some(
+        &self,
+        out: &mut Outbox,
+        writes: usize,
+        gather: Option<&RefCell<Vec<u8>>>,
+    ) -> Result<bool, FlushError> {
+        let flushed = out.flush_some(Wire { gather, ..self.wire() }, self.member(), writes);
         self.full.store(out.is_full(), Ordering::SeqCst);
         flushed
     }
@@ -123,9 +130,10 @@ impl Link {
     /// Returns true when it stopped with more to send and room to send it.
     /// A broken connection is left for its own thread to end; an expelled
     /// member's thread was told by the room.
-    pub fn deliver(&self) -> bool {
+    /// `gather` is the writer thread's buffer for short lines.
+    pub fn deliver(&self, gather: &RefCell<Vec<u8>>) -> bool {
         let mut out = self.out();
-        match self.flush_some(&mut out, WRITES_PER_TURN) {
+        match self.flush_some(&mut out, WRITES_PER_TURN, Some(gather)) {
             Ok(done) => !done && !out.is_full(),
             Err(FlushError::Expelled) => false,
             Err(FlushError::Io(e)) => {

@@ -2,6 +2,7 @@
 //! TLS once a handshake made it so. Everything above (the outbox, the
 //! connection's line reader) is the same either way.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Read};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -11,12 +12,16 @@ use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
 use crate::tls::Session;
 
 /// Most bytes gathered into one buffer for one `sendmsg`.
-const MAX_GATHER: usize = 64 * 1024;
+pub(crate) const MAX_GATHER: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Wire<'a> {
     pub stream: &'a TcpStream,
     pub tls: Option<&'a Session>,
+    /// A writer thread's buffer to gather short lines in (plain text).
+    /// Only writer threads have one: a buffer a connection thread used
+    /// would stay with it, and there are as many of those as members.
+    pub gather: Option<&'a RefCell<Vec<u8>>>,
 }
 
 impl Wire<'_> {
@@ -31,13 +36,14 @@ impl Wire<'_> {
                 // ignore that signal.
                 let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
                 let fd = self.stream.as_raw_fd();
-                if slices.len() <= 2 {
+                let Some(gather) = self.gather.filter(|_| slices.len() > 2) else {
                     return Ok(sendmsg::<SockaddrStorage>(fd, slices, &[], flags, None)?);
-                }
+                };
                 // Many short lines: the kernel copies one buffer much faster
                 // than as many pieces of one line each, and the copy into it
                 // costs less than the difference.
-                let mut joined = Vec::with_capacity(slices.iter().map(|s| s.len()).sum::<usize>().min(MAX_GATHER));
+                let mut joined = gather.borrow_mut();
+                joined.clear();
                 for slice in slices {
                     let room = MAX_GATHER - joined.len();
                     joined.extend_from_slice(&slice[..slice.len().min(room)]);

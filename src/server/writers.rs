@@ -10,6 +10,7 @@
 //! The busier the room, the more each walk finds to send per member: batching
 //! comes from the load itself, with no timer and no added delay.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
@@ -152,6 +153,7 @@ impl Shard {
         let mut links: HashMap<u64, Arc<Link>> = HashMap::new();
         let mut events = vec![EpollEvent::empty(); 256];
         let mut timeout = EpollTimeout::NONE;
+        let gather = RefCell::new(Vec::with_capacity(super::wire::MAX_GATHER));
         loop {
             let ready = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -182,12 +184,12 @@ impl Shard {
             let mut unfinished = false;
             for event in &events[..ready] {
                 if let Some(link) = links.get(&event.data()) {
-                    unfinished |= link.deliver();
+                    unfinished |= link.deliver(&gather);
                 }
             }
             for link in links.values() {
                 if link.is_due(head) {
-                    unfinished |= link.deliver();
+                    unfinished |= link.deliver(&gather);
                 }
             }
             // Asleep from here: an event appended after this is either seen
