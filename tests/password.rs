@@ -59,11 +59,7 @@ fn the_right_password_lets_a_client_join() {
 #[test]
 fn a_wrong_password_is_refused_and_the_client_is_not_joined() {
     let (chatd, _dir) = locked_chatd(&[]);
-    let mut watcher = chatd.connect();
-    watcher.send(&format!("PASS {PASSWORD}"));
-    watcher.expect("OK PASS");
-    watcher.send("JOIN watcher");
-    watcher.expect("OK JOIN watcher");
+    let mut watcher = joined_with_password(&chatd, "watcher");
 
     let mut eve = chatd.connect();
     eve.send("PASS correct horse ");
@@ -171,11 +167,7 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn chat_send_and_chat_tail_give_the_password_from_the_environment_or_a_file() {
     let (chatd, dir) = locked_chatd(&[]);
-    let mut watcher = chatd.connect();
-    watcher.send(&format!("PASS {PASSWORD}"));
-    watcher.expect("OK PASS");
-    watcher.send("JOIN watcher");
-    watcher.expect("OK JOIN watcher");
+    let mut watcher = joined_with_password(&chatd, "watcher");
 
     let mut tail = tool(&chatd, "chat-tail");
     tail.args(["--name", "tail", "--count", "1", "--password-file"]).arg(dir.path().join("password"));
@@ -273,6 +265,14 @@ fn passed(chatd: &Chatd) -> Client {
     let mut client = chatd.connect();
     client.send(&format!("PASS {PASSWORD}"));
     client.expect("OK PASS");
+    client
+}
+
+/// A client that gave the password and joined as `name`.
+fn joined_with_password(chatd: &Chatd, name: &str) -> Client {
+    let mut client = passed(chatd);
+    client.send(&format!("JOIN {name}"));
+    client.expect(&format!("OK JOIN {name}"));
     client
 }
 
