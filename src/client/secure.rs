@@ -78,12 +78,8 @@ pub(super) struct Outgoing {
 impl Write for Outgoing {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &self.tls {
-            Some(tls) => {
-                let taken = tls.send(&self.stream, &[IoSlice::new(buf)])?;
-                // The socket blocks: what rustls took is on its way.
-                tls.flush(&self.stream)?;
-                Ok(taken)
-            }
+            // The socket blocks: `send` hands the kernel every record it made.
+            Some(tls) => tls.send(&self.stream, &[IoSlice::new(buf)]),
             None => (&self.stream).write(buf),
         }
     }
