@@ -156,12 +156,38 @@ fn join_within(chatd: &Chatd, join: &str, patience: Duration) -> Client {
 }
 
 /// The numbers `bulk` said, as `JOIN … LAST` on `chatd` replays them to
-/// `checker`, who then leaves; `patience` as for `join_within`.
+/// `checker`, who then leaves; `patience` as for `join_within`. A checker
+/// sent away with `BYE unavailable` meanwhile (chatd could not write its
+/// heartbeat while NATS elected, and sent its members away, as it must)
+/// joins again, until `patience` runs out.
 fn said_by_bulk(chatd: &Chatd, checker: &str, patience: Duration) -> Vec<u64> {
-    let mut check = join_within(chatd, &format!("{checker} LAST 100000"), patience);
-    let lines = check.sync();
-    check.send("EXIT");
-    check.expect_closed_after("BYE exit");
+    let deadline = Instant::now() + patience;
+    let lines = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut check = join_within(chatd, &format!("{checker} LAST 100000"), left);
+        check.send("PING replayed");
+        let (mut lines, mut answered) = (Vec::new(), false);
+        while let Some(line) = check.try_recv() {
+            answered = line == "PONG replayed";
+            if answered {
+                break;
+            }
+            lines.push(line);
+        }
+        let sent_away = lines.last().is_some_and(|line| line == "BYE unavailable");
+        if sent_away && Instant::now() < deadline {
+            continue;
+        }
+        assert!(
+            answered,
+            "{checker} was not answered its PING; it got {} lines, the last {:?}",
+            lines.len(),
+            lines.last()
+        );
+        check.send("EXIT");
+        check.expect_closed_after("BYE exit");
+        break lines;
+    };
     lines.iter().filter_map(|line| line.strip_prefix("MSG bulk ")).map(|n| n.parse().unwrap()).collect()
 }
 
