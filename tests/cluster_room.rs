@@ -7,8 +7,9 @@
 //! with another server, missing nothing and sending each line once; the
 //! room outlives a dead NATS node, a NATS restart and a restart of
 //! everything; rooms on one NATS are apart; and a NATS that is not there
-//! stops chatd at start-up. Every test but the last says `SKIPPED` without
-//! a nats-server; `MINICHAT_NATS_SERVER` chooses one.
+//! stops chatd at start-up, as does a single NATS server asked for three
+//! replicas. Every test but the one without NATS says `SKIPPED` without a
+//! nats-server; `MINICHAT_NATS_SERVER` chooses one.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -773,4 +774,22 @@ fn chatd_exits_1_naming_the_url_when_nats_cannot_be_reached() {
     let log = chatd.stderr();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains(&url), "{log}");
+}
+
+#[test]
+fn chatd_exits_1_at_once_asking_for_one_replica_when_nats_is_a_single_server() {
+    let Some(nats) = Nats::start("chatd_exits_1_at_once_asking_for_one_replica_when_nats_is_a_single_server") else {
+        return;
+    };
+    let data = TempDir::new("chatd-data");
+    let mut command = Command::new(bin("chatd"));
+    command.args(["--bind", "127.0.0.1:0", "--cluster", &nats.url(), "--replicas", "3", "--data-dir"]);
+    command.arg(data.path());
+    let mut chatd = Proc::spawn(command, "chatd");
+    // Waiting cannot help here: a chatd that waited out its start-up
+    // timeout (30 s) fails `wait`'s patience.
+    let status = chatd.wait();
+    let log = chatd.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("single server") && log.contains("--replicas 1"), "{log}");
 }

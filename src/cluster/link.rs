@@ -495,7 +495,9 @@ async fn open_bucket(
 }
 
 /// Tries `step` until it succeeds or the deadline passes (a fresh cluster
-/// elects its leaders first); at once when JetStream is not there at all.
+/// elects its leaders first and learns which nodes can hold a stream); at
+/// once when waiting cannot help: JetStream is not there at all, or a single
+/// server is asked for more than one replica.
 async fn retry<T, E, F, Fut>(urls: &str, what: &str, deadline: Instant, mut step: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -517,12 +519,30 @@ where
                 "NATS at {urls} has no JetStream ({error}): start it with `nats-server -js` (a cluster's nodes each with -js)"
             );
         }
+        if lower.contains(&error_code(jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED)) {
+            anyhow::bail!(
+                "NATS at {urls} is a single server, which keeps a room on one node only ({error}): \
+                 run chatd with --replicas 1, or give --cluster the nodes of a NATS cluster"
+            );
+        }
         if Instant::now() + backoff > deadline {
+            if lower.contains(&error_code(jetstream::ErrorCode::CLUSTER_NO_PEERS)) {
+                anyhow::bail!(
+                    "NATS at {urls}: cannot set up {what}: {error}: fewer JetStream nodes of one cluster are up \
+                     than the room's --replicas; start every node with -js and routes to the others \
+                     (`nats server report jetstream` lists those it sees), or run chatd with a smaller --replicas"
+                );
+            }
             anyhow::bail!("NATS at {urls}: cannot set up {what}: {error}");
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
+}
+
+/// How async-nats writes a JetStream error's code in its message.
+fn error_code(code: jetstream::ErrorCode) -> String {
+    format!("error code {}", code.0)
 }
 
 fn failed<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
