@@ -8,9 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{TempDir, PATIENCE};
 
@@ -28,9 +29,34 @@ pub fn server_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// A port nobody listens on now.
+/// A port nobody listens on now, kept for a nats-server that binds it later
+/// (a cluster's nodes are given each other's route ports before they start).
+/// It comes from below the kernel's ephemeral range, where `bind(0)` and
+/// outgoing connections take theirs: a chatd or a client of a test running
+/// beside cannot take it in the meantime, as one did (a cluster's route
+/// port, perhaps) when these ports came from `bind(0)` too. A counter keeps
+/// this process's ports apart; a start drawn from the pid keeps two test
+/// processes' apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const SPAN: u32 = 10_000;
+    if ephemeral_low < 1024 + SPAN {
+        // No room below the range on this machine: the kernel's choice.
+        return TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port();
+    }
+    let first = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left below {ephemeral_low}");
+        let port = u16::try_from(ephemeral_low - SPAN + (first + n) % SPAN).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One nats-server with JetStream.
@@ -143,8 +169,19 @@ impl Nats {
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what NATS said: the cause of a refusal such
+        // as "no suitable peers for placement" is only in its log.
+        if thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!("--- the last {} lines of nats-server {}'s log:\n{}", tail.len(), self.name, tail.join("\n"));
+        }
     }
 }
+
+/// How many lines of each nats-server's log a failing test shows.
+const LOG_TAIL: usize = 150;
 
 /// Three nodes with JetStream, routed to each other.
 pub struct NatsCluster {
@@ -152,21 +189,45 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Three nodes, each ready, or `None` after `SKIPPED`.
+    /// Three nodes, each ready and following one JetStream metadata
+    /// leader, or `None` after `SKIPPED`. They log at debug level, where
+    /// NATS says why it placed a stream where it did, or nowhere.
     pub fn start(test: &str) -> Option<NatsCluster> {
+        static CLUSTERS: AtomicU32 = AtomicU32::new(0);
         let binary = server_or_skip(test)?;
+        // A name of its own: a route that reached another test's cluster
+        // would be refused, never merged.
+        let name = format!("minichat-{}-{}", std::process::id(), CLUSTERS.fetch_add(1, Ordering::Relaxed));
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let all = routes.iter().map(|port| format!("nats://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
-        let nodes = routes
+        let nodes: Vec<Nats> = routes
             .iter()
             .enumerate()
             .map(|(i, port)| {
                 let listen = format!("nats://127.0.0.1:{port}");
-                let args = ["-js", "--cluster_name", "minichat", "--cluster", &listen, "--routes", &all];
+                let args = ["-js", "-D", "--cluster_name", &name, "--cluster", &listen, "--routes", &all];
                 Nats::start_with(&binary, &format!("n{}", i + 1), &args)
             })
             .collect();
-        Some(NatsCluster { nodes })
+        let cluster = NatsCluster { nodes };
+        cluster.wait_for_metadata_leader();
+        Some(cluster)
+    }
+
+    /// Waits until a node says it leads the cluster's JetStream metadata:
+    /// before that, NATS answers every JetStream request "temporarily
+    /// unavailable". Each node's log has a lock of its own, so they are
+    /// looked at in turn, each waited on for a moment.
+    fn wait_for_metadata_leader(&self) {
+        const LEADER: &str = "Self is new JetStream cluster metadata leader";
+        // An election after a split vote (nats-server 2.9) or after "no
+        // contact with a meta leader" (2.15) takes seconds more.
+        let deadline = Instant::now() + PATIENCE * 3;
+        while !self.nodes.iter().any(|node| node.count(LEADER) > 0) {
+            assert!(Instant::now() < deadline, "no node became the JetStream metadata leader in time");
+            let (log, logged) = &*self.nodes[0].log;
+            drop(logged.wait_timeout(log.lock().unwrap(), Duration::from_millis(50)).unwrap());
+        }
     }
 
     pub fn urls(&self) -> Vec<String> {
