@@ -198,21 +198,27 @@ pub struct Submitted {
 
 /// Publishes what is submitted, in the order submitted, without waiting
 /// for one acknowledgement before sending the next: one connection, sent
-/// in order, is stored in order. When an acknowledgement does not come
-/// (no leader, a reconnection), every event not yet acknowledged is sent
-/// again, in order, with its id: those already stored are not stored twice,
-/// and the rest keep their order behind them. So one server's events are
-/// stored in the order submitted, outages or not.
+/// in order to one stream leader, is stored in order. When an
+/// acknowledgement does not come (no leader, a reconnection), the first
+/// event not acknowledged is sent again, alone, until the stream stores it
+/// (or already had it: its id is not stored twice); only then do the ones
+/// behind it go out again, in order. Sending them all again at once would
+/// let a new leader, elected while they were on their way, store the later
+/// ones while the earlier ones were dropped for want of a leader: one
+/// server's events out of order.
 pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Submitted>) {
     let mut window: VecDeque<InFlight> = VecDeque::new();
     let mut backoff = Duration::from_millis(50);
+    // Since a failure: only the window's first event is out.
+    let mut recovering = false;
     loop {
         if window.is_empty() {
             let Some(event) = queue.recv().await else { return };
             window.push_back(link.send(event).await);
         }
-        // Everything submitted meanwhile goes out before the next wait.
-        while window.len() < WINDOW {
+        // Everything submitted meanwhile goes out before the next wait,
+        // unless the events before it are not known to be stored.
+        while !recovering && window.len() < WINDOW {
             let Ok(event) = queue.try_recv() else { break };
             window.push_back(link.send(event).await);
         }
@@ -225,6 +231,13 @@ pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedR
             let done = window.pop_front().expect("not empty");
             let _ = done.event.answer.send(Ok(ack.sequence));
             backoff = Duration::from_millis(50);
+            if std::mem::take(&mut recovering) {
+                // The stream stores again, the first of the rest behind
+                // what it just stored.
+                for in_flight in &mut window {
+                    in_flight.ack = link.send_again(&in_flight.event).await;
+                }
+            }
             continue;
         }
         // Past its deadline: given up, and said so; the others go on.
@@ -236,8 +249,9 @@ pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedR
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
-        for in_flight in &mut window {
-            in_flight.ack = link.send_again(&in_flight.event).await;
+        recovering = true;
+        if let Some(front) = window.front_mut() {
+            front.ack = link.send_again(&front.event).await;
         }
     }
 }
