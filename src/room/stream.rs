@@ -576,7 +576,11 @@ fn apply_all(room: &Weak<Room>, events: &mpsc::Receiver<Delivery>) {
                 room.apply(event, from);
                 clustered.applied(seq);
             }
-            Delivery::Missed { to, .. } => {
+            Delivery::Missed { from, to } => {
+                (clustered.report)(&format!(
+                    "positions {from} to {to} of the room's stream were not delivered to this server \
+                     (the stream no longer keeps them); its members are not sent them"
+                ));
                 room.skip_to(to + 1);
                 clustered.applied(to);
             }

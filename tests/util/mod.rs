@@ -213,6 +213,13 @@ impl Drop for Chatd {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A failing test shows what chatd said, the end of it.
+        if thread::panicking() {
+            let log = self.stderr();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!("--- the last {} lines of chatd {}'s log:\n{}", tail.len(), self.addr, tail.join("\n"));
+        }
     }
 }
 
