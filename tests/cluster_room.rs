@@ -192,6 +192,13 @@ fn said_by_bulk(chatd: &Chatd, checker: &str, patience: Duration) -> Vec<u64> {
     lines.iter().filter_map(|line| line.strip_prefix("MSG bulk ")).map(|n| n.parse().unwrap()).collect()
 }
 
+/// Fails unless `said` holds 1, 2, … `count` each once, in any order.
+fn assert_each_once(said: &[u64], count: u64, what: &str) {
+    let mut sorted = said.to_vec();
+    sorted.sort_unstable();
+    assert_each_once_in_order(&sorted, count, what);
+}
+
 /// Fails with where `said` first differs from 1, 2, … `count`.
 fn assert_each_once_in_order(said: &[u64], count: u64, what: &str) {
     let want: Vec<u64> = (1..=count).collect();
@@ -619,12 +626,17 @@ fn the_room_keeps_talking_and_loses_nothing_when_one_of_three_nats_nodes_dies() 
     assert!(status.success(), "chat-send: {status}: {err}");
     print!("chat-send said:\n{err}");
     let numbers: Vec<u64> = heard.iter().filter_map(|line| line.strip_prefix("MSG bulk ")?.parse().ok()).collect();
-    assert_each_once_in_order(&numbers, COUNT, &format!("heard live; chat-send said: {err}"));
+    // Each once; not necessarily in the order sent: when the stream's
+    // leader dies with chatd's NATS connection, lines on their way are
+    // lost and sent again after later ones were stored (docs/protocol.md,
+    // "A sender's order at a NATS failure").
+    assert_each_once(&numbers, COUNT, &format!("heard live; chat-send said: {err}"));
     for line in heard.iter().filter(|line| !line.starts_with("MSG bulk ")) {
         assert!(["JOINED bulk", "LEFT bulk lost", "LEFT bulk exit"].contains(&line.as_str()), "{line:?}");
     }
-    // On nats-server 2.9, the names' bucket may still be electing.
-    assert_each_once_in_order(&said_by_bulk(&two, "check", ELECTION), COUNT, "in the room's history");
+    // One order for everyone: the history is what was heard live. On
+    // nats-server 2.9, the names' bucket may still be electing.
+    assert_eq!(said_by_bulk(&two, "check", ELECTION), numbers, "the room's history, beside what was heard live");
 
     // And the room goes on, on both servers.
     let mut ana = join_within(&one, "Ana", ELECTION);
