@@ -515,6 +515,10 @@ impl Relay {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    fn mend(&self) {
+        *self.open.lock().unwrap() = Some(Vec::new());
+    }
+
     fn cut(&self) {
         for stream in self.open.lock().unwrap().take().unwrap_or_default() {
             let _ = stream.shutdown(Shutdown::Both);
@@ -804,4 +808,34 @@ fn chatd_exits_1_at_once_asking_for_one_replica_when_nats_is_a_single_server() {
     let log = chatd.stderr();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("single server") && log.contains("--replicas 1"), "{log}");
+}
+
+/// A server cut off from NATS sends its members away; chat-send says the
+/// lines not confirmed again through the other server; then the cut is
+/// mended. The first server must not store those lines when NATS answers
+/// again: they would be in the room twice. (It did: 1 to 1,024 lines.)
+#[test]
+fn a_server_that_gets_nats_back_stores_nothing_its_sent_away_member_said_again_elsewhere() {
+    let test = "a_server_that_gets_nats_back_stores_nothing_its_sent_away_member_said_again_elsewhere";
+    let Some(nats) = Nats::start(test) else { return };
+    let relay = Relay::to(nats.port);
+    let args = ["--dead-server-timeout", "4s", "--history", "50000"];
+    let (one, two) = (chatd_on(&[relay.url()], &args), chatd_on(&[nats.url()], &args));
+    let mut watcher = two.join("watcher");
+    const COUNT: u64 = 5000;
+    let (mut send, writer, _) = bulk_under_way(&one, &two, &mut watcher, COUNT, 1000);
+    relay.cut();
+    send.expect_stderr("reconnected to");
+    relay.mend();
+    writer.join().unwrap().expect("all of the input written");
+    let status = send.wait();
+    assert!(status.success(), "chat-send: {status}: {}", send.stderr());
+    // Once `one` has NATS again, a message said there is stored after
+    // everything `one` still had to store: its PONG comes after them.
+    one.expect_log("NATS answers again");
+    let mut probe = join_within(&one, "probe", ELECTION);
+    probe.send("MSG after");
+    probe.send("PING stored");
+    probe.expect("PONG stored");
+    assert_each_once(&said_by_bulk(&two, "check", ELECTION), COUNT, "in the room's history");
 }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::future::IntoFuture as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -194,6 +195,19 @@ pub struct Submitted {
     pub id: String,
     pub timeout: Duration,
     pub answer: mpsc::SyncSender<Result<u64, Error>>,
+    /// Set once nobody may store it any more ([`super::Receipt::withdraw`]).
+    pub withdrawn: Arc<AtomicBool>,
+}
+
+impl Submitted {
+    fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::SeqCst)
+    }
+
+    fn answer_withdrawn(&self) {
+        let why = "withdrawn: its sender was sent away before the stream confirmed it".to_owned();
+        let _ = self.answer.send(Err(Error::Failed(why)));
+    }
 }
 
 /// Publishes what is submitted, in the order submitted, without waiting
@@ -214,12 +228,20 @@ pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedR
     loop {
         if window.is_empty() {
             let Some(event) = queue.recv().await else { return };
+            if event.is_withdrawn() {
+                event.answer_withdrawn();
+                continue;
+            }
             window.push_back(link.send(event).await);
         }
         // Everything submitted meanwhile goes out before the next wait,
         // unless the events before it are not known to be stored.
         while !recovering && window.len() < WINDOW {
             let Ok(event) = queue.try_recv() else { break };
+            if event.is_withdrawn() {
+                event.answer_withdrawn();
+                continue;
+            }
             window.push_back(link.send(event).await);
         }
         let front = window.front_mut().expect("not empty");
@@ -234,6 +256,7 @@ pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedR
             if std::mem::take(&mut recovering) {
                 // The stream stores again, the first of the rest behind
                 // what it just stored.
+                drop_withdrawn(&mut window);
                 for in_flight in &mut window {
                     in_flight.ack = link.send_again(&in_flight.event).await;
                 }
@@ -247,6 +270,10 @@ pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedR
             let what = format!("stream {} to store the event ({}s)", link.stream, late.event.timeout.as_secs_f32());
             let _ = late.event.answer.send(Err(Error::Timeout(link.failing(what))));
         }
+        drop_withdrawn(&mut window);
+        if window.is_empty() {
+            continue;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
         recovering = true;
@@ -254,6 +281,18 @@ pub async fn publisher(link: Arc<Link>, mut queue: tokio::sync::mpsc::UnboundedR
             front.ack = link.send_again(&front.event).await;
         }
     }
+}
+
+/// Drops the events whose senders were sent away: sending them again could
+/// store them after their sender said them again elsewhere.
+fn drop_withdrawn(window: &mut VecDeque<InFlight>) {
+    window.retain(|in_flight| {
+        let keep = !in_flight.event.is_withdrawn();
+        if !keep {
+            in_flight.event.answer_withdrawn();
+        }
+        keep
+    });
 }
 
 /// How many events may be out without their acknowledgement.
@@ -282,6 +321,14 @@ impl Link {
     }
 
     async fn send_again(&self, event: &Submitted) -> Option<AckFuture> {
+        // While the connection is down, async-nats would queue the event
+        // and send it once reconnected, whatever happened meanwhile (its
+        // sender sent away, events behind it sent again first): it is not
+        // sent, and goes out again from the window once NATS answers.
+        let connected = self.js.client().connection_state() == async_nats::connection::State::Connected;
+        if !connected || event.is_withdrawn() {
+            return None;
+        }
         let message =
             jetstream::message::PublishMessage::build().payload(event.line.clone().into()).message_id(&event.id);
         let sent = tokio::time::timeout(REQUEST_TIMEOUT, self.js.send_publish(self.subject.clone(), message)).await;

@@ -67,6 +67,7 @@ mod link;
 mod names;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
@@ -265,11 +266,18 @@ impl Bridge {
     /// would.
     pub fn submit(&self, line: &[u8], msg_id: &str, timeout: Duration) -> Receipt {
         let (answer, answered) = mpsc::sync_channel(1);
-        let event = link::Submitted { line: line.to_vec(), id: msg_id.to_owned(), timeout, answer };
+        let withdrawn = Arc::new(AtomicBool::new(false));
+        let event = link::Submitted {
+            line: line.to_vec(),
+            id: msg_id.to_owned(),
+            timeout,
+            answer,
+            withdrawn: Arc::clone(&withdrawn),
+        };
         // A send that fails (the bridge shut down) drops the answer's
         // sender, and the receipt says so.
         let _ = self.publishing.send(event);
-        Receipt { answered }
+        Receipt { answered, withdrawn }
     }
 
     /// Delivers the stream's events from position `from` on, in order, to
@@ -419,9 +427,18 @@ impl Drop for Bridge {
 #[derive(Debug)]
 pub struct Receipt {
     answered: mpsc::Receiver<Result<u64, Error>>,
+    withdrawn: Arc<AtomicBool>,
 }
 
 impl Receipt {
+    /// Nobody may store the event any more: its sender was sent away and
+    /// may be sending it again through another server. The publisher no
+    /// longer sends it, nor sends it again; a copy already on its way may
+    /// still be stored.
+    pub fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::SeqCst);
+    }
+
     /// Waits up to `timeout` for the event's position; a `Timeout` may be
     /// waited again, the publishing goes on.
     pub fn wait(&self, timeout: Duration) -> Result<u64, Error> {

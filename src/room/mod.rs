@@ -540,6 +540,16 @@ impl Membership {
         clustered.settle(said, &|| self.is_gone())
     }
 
+    /// In a room across servers, before a member sent away or replaced is
+    /// told so: what it said that the stream has not confirmed is never
+    /// stored from now on, as its client may send it again, through another
+    /// server, once it has been told.
+    pub fn withdraw_unconfirmed(&self) {
+        let Some(clustered) = self.room.cluster.get() else { return };
+        let said = std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner));
+        clustered.withdraw(said);
+    }
+
     /// Whether it is no longer in the room: left, expelled, replaced or sent
     /// away.
     fn is_gone(&self) -> bool {

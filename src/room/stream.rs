@@ -276,16 +276,29 @@ impl Clustered {
             match self.stored(&one, deadline, gone) {
                 Ok(seq) => last = last.max(seq),
                 Err(e) => {
-                    // Whatever comes back of these now is nobody's.
+                    // Whatever comes back of these now is nobody's, and
+                    // none may be stored from now on: their sender learns
+                    // which were by resuming, and sends the others again.
                     let mut origins = lock(&self.origins);
                     for s in std::iter::once(one).chain(said) {
                         origins.remove(&s.n);
+                        s.receipt.withdraw();
                     }
                     return Err(e);
                 }
             }
         }
         self.wait_applied(last, deadline, gone)
+    }
+
+    /// Withdraws what a member sent away said that the stream has not
+    /// confirmed ([`cluster::Receipt::withdraw`]).
+    pub(super) fn withdraw(&self, said: impl IntoIterator<Item = Said>) {
+        let mut origins = lock(&self.origins);
+        for s in said {
+            origins.remove(&s.n);
+            s.receipt.withdraw();
+        }
     }
 
     /// The position of an event submitted, once stored.

@@ -370,6 +370,9 @@ impl Connection {
             End::JoinTimeout | End::Shutdown | End::Replaced => None,
         };
         let link = &self.link;
+        if let (Some(member), End::Unavailable | End::Replaced) = (link.member(), &end) {
+            member.withdraw_unconfirmed();
+        }
         let end_seq = match (link.member(), reason) {
             (Some(member), Some(reason)) => {
                 let at = member.leave(reason);
