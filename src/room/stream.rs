@@ -276,14 +276,9 @@ impl Clustered {
             match self.stored(&one, deadline, gone) {
                 Ok(seq) => last = last.max(seq),
                 Err(e) => {
-                    // Whatever comes back of these now is nobody's, and
-                    // none may be stored from now on: their sender learns
-                    // which were by resuming, and sends the others again.
-                    let mut origins = lock(&self.origins);
-                    for s in std::iter::once(one).chain(said) {
-                        origins.remove(&s.n);
-                        s.receipt.withdraw();
-                    }
+                    // Their sender learns which were stored by resuming,
+                    // and sends the others again.
+                    self.withdraw(std::iter::once(one).chain(said));
                     return Err(e);
                 }
             }
@@ -292,7 +287,8 @@ impl Clustered {
     }
 
     /// Withdraws what a member sent away said that the stream has not
-    /// confirmed ([`cluster::Receipt::withdraw`]).
+    /// confirmed ([`cluster::Receipt::withdraw`]): whatever comes back of
+    /// it now is nobody's, and none of it may be stored from now on.
     pub(super) fn withdraw(&self, said: impl IntoIterator<Item = Said>) {
         let mut origins = lock(&self.origins);
         for s in said {
