@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 /// Long enough for a loaded CI machine; a passing test never waits this long.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// Prints the last `lines` lines of `what`'s log, for a failing test.
+pub fn print_log_tail(what: &str, log: &str, lines: usize) {
+    let all: Vec<&str> = log.lines().collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    eprintln!("--- the last {} lines of {what}'s log:\n{}", tail.len(), tail.join("\n"));
+}
+
 pub fn bin(name: &str) -> std::path::PathBuf {
     match name {
         "chatd" => env!("CARGO_BIN_EXE_chatd").into(),
@@ -215,10 +222,7 @@ impl Drop for Chatd {
         }
         // A failing test shows what chatd said, the end of it.
         if thread::panicking() {
-            let log = self.stderr();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!("--- the last {} lines of chatd {}'s log:\n{}", tail.len(), self.addr, tail.join("\n"));
+            print_log_tail(&format!("chatd {}", self.addr), &self.stderr(), 60);
         }
     }
 }

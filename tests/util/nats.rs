@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{TempDir, PATIENCE};
+use super::{print_log_tail, TempDir, PATIENCE};
 
 /// The nats-server these tests run, or why there is none.
 pub use super::find_nats::nats_server as server_binary;
@@ -172,10 +172,7 @@ impl Drop for Nats {
         // A failing test shows what NATS said: the cause of a refusal such
         // as "no suitable peers for placement" is only in its log.
         if thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
-            eprintln!("--- the last {} lines of nats-server {}'s log:\n{}", tail.len(), self.name, tail.join("\n"));
+            print_log_tail(&format!("nats-server {}", self.name), &self.log(), LOG_TAIL);
         }
     }
 }
